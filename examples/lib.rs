@@ -1,0 +1,1 @@
+//! Runnable Switchboard programs: `cargo run -p switchboard-examples --example NAME`.

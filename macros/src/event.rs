@@ -1,0 +1,320 @@
+//! `#[on("name", priority = .., namespace = "..")]` and `#[once(..)]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitStr, ReturnType, Token, Type};
+
+use crate::handler::{self, Errors, Rules};
+use crate::name;
+use crate::private;
+
+/// Which macro: the two differ only in `once`.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    On,
+    Once,
+}
+
+impl Kind {
+    fn attribute(self) -> &'static str {
+        match self {
+            Kind::On => "#[on]",
+            Kind::Once => "#[once]",
+        }
+    }
+
+    /// The attribute as a user writes it, for help lines.
+    fn example(self) -> &'static str {
+        match self {
+            Kind::On => "#[on(\"room.message\")]",
+            Kind::Once => "#[once(\"connection.init\")]",
+        }
+    }
+}
+
+const OPTIONS: &str = "valid options are `priority` and `namespace`";
+const PRIORITIES: [&str; 5] = ["highest", "high", "normal", "low", "lowest"];
+
+/// One argument as written: the event name, or `key = value`.
+enum Arg {
+    Lit(Lit),
+    Option { key: Ident, value: Expr },
+    Other(Expr),
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Lit) {
+            return Ok(Arg::Lit(input.parse()?));
+        }
+        if input.peek(Ident) && input.peek2(Token![=]) {
+            let key = input.call(syn::ext::IdentExt::parse_any)?;
+            input.parse::<Token![=]>()?;
+            let value = input.parse()?;
+            return Ok(Arg::Option { key, value });
+        }
+        Ok(Arg::Other(input.parse()?))
+    }
+}
+
+struct Args(Punctuated<Arg, Token![,]>);
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        Ok(Args(Punctuated::parse_terminated(input)?))
+    }
+}
+
+/// The validated attribute.
+struct Listener {
+    event: LitStr,
+    namespace: Option<LitStr>,
+    priority: Ident,
+}
+
+fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
+    let mut event = None;
+    let mut namespace = None;
+    let mut priority = None;
+    let mut seen: Vec<Ident> = Vec::new();
+    // A positional argument that is not a string was reported already: no "missing name".
+    let mut positional = false;
+    for arg in args.0 {
+        match arg {
+            Arg::Lit(Lit::Str(lit)) if event.is_none() && seen.is_empty() => {
+                if let Err(e) = name::check(&lit.value(), name::Kind::Pattern) {
+                    errors.push(
+                        handler::literal_span(&lit, e.range),
+                        e.message,
+                        Some(e.help),
+                    );
+                }
+                event = Some(lit);
+            }
+            Arg::Lit(Lit::Str(lit)) => {
+                errors.push(
+                    lit.span(),
+                    "unexpected second event name",
+                    Some("one attribute registers one event; add another attribute for another event"),
+                );
+            }
+            Arg::Lit(other) => {
+                positional = true;
+                errors.push(
+                    other.span(),
+                    "expected the event name as a string literal",
+                    Some(&format!("write `{}`", kind.example())),
+                );
+            }
+            Arg::Other(expr) => {
+                positional = true;
+                errors.push(
+                    expr.span(),
+                    "expected the event name as a string literal, or an option `key = value`",
+                    Some(&format!("write `{}`; {OPTIONS}", kind.example())),
+                );
+            }
+            Arg::Option { key, value } => {
+                if seen.contains(&key) {
+                    errors.push(key.span(), format!("duplicate option `{key}`"), None);
+                    continue;
+                }
+                seen.push(key.clone());
+                match key.to_string().as_str() {
+                    "priority" => priority = priority_of(&value, errors),
+                    "namespace" => namespace = namespace_of(&value, errors),
+                    other => errors.push(
+                        key.span(),
+                        format!("unknown option `{other}`"),
+                        Some(OPTIONS),
+                    ),
+                }
+            }
+        }
+    }
+    let Some(event) = event else {
+        if !positional {
+            errors.push(
+                Span::call_site(),
+                "missing event name",
+                Some(&format!("write the event name first: `{}`", kind.example())),
+            );
+        }
+        return None;
+    };
+    Some(Listener {
+        event,
+        namespace,
+        priority: priority.unwrap_or_else(|| Ident::new("Normal", Span::call_site())),
+    })
+}
+
+fn priority_of(value: &Expr, errors: &mut Errors) -> Option<Ident> {
+    let help = "expected one of `highest`, `high`, `normal`, `low`, `lowest`";
+    let ident = match value {
+        Expr::Path(p) if p.qself.is_none() => p.path.get_ident(),
+        _ => None,
+    };
+    match ident {
+        Some(ident) if PRIORITIES.contains(&ident.to_string().as_str()) => {
+            let name = ident.to_string();
+            let variant = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+            Some(Ident::new(&variant, ident.span()))
+        }
+        Some(ident) => {
+            errors.push(
+                ident.span(),
+                format!("invalid priority `{ident}`"),
+                Some(help),
+            );
+            None
+        }
+        None => {
+            errors.push(value.span(), "invalid priority", Some(help));
+            None
+        }
+    }
+}
+
+fn namespace_of(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
+    match value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => {
+            match name::check(&lit.value(), name::Kind::Namespace) {
+                Ok(_) => return Some(lit.clone()),
+                Err(e) => {
+                    errors.push(handler::literal_span(lit, e.range), e.message, Some(e.help));
+                }
+            }
+            None
+        }
+        other => {
+            errors.push(
+                other.span(),
+                "expected the namespace as a string literal",
+                Some("write `namespace = \"websocket\"`"),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let rules = Rules {
+        attribute: kind.attribute(),
+        example: kind.example(),
+        require_async: false,
+        what: "a listener",
+    };
+    let func = handler::parse_fn(item, &rules, &mut errors);
+    let listener = match syn::parse2::<Args>(args) {
+        Ok(args) => validate(args, kind, &mut errors),
+        Err(e) => {
+            errors.push_error(e);
+            None
+        }
+    };
+    let func = match func {
+        Ok(func) => func,
+        Err(item) => {
+            let error = errors.finish().expect_err("parse_fn reported why");
+            return handler::with_errors(item, error);
+        }
+    };
+    if let Err(error) = errors.finish() {
+        return handler::with_errors(func, error);
+    }
+    let listener = listener.expect("no errors, so the attribute was valid");
+    generate(kind, &listener, &func)
+}
+
+fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
+    let private = private::path();
+    let name = &func.sig.ident;
+    let args: Vec<Ident> = (0..func.sig.inputs.len())
+        .map(|i| format_ident!("__arg{}", i))
+        .collect();
+    let extract = func.sig.inputs.iter().zip(&args).map(|(input, arg)| {
+        let ty: &Type = match input {
+            FnArg::Typed(pat) => &pat.ty,
+            FnArg::Receiver(_) => unreachable!("receivers are refused by validation"),
+        };
+        let private = private::path_at(ty.span());
+        quote_spanned! {ty.span()=>
+            let #arg: #ty = match #private::extract(
+                (&&&&#private::Probe::<#ty>::new()).__switchboard_kind(),
+                __cx,
+                __may_move,
+            ) {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(error) => {
+                    return #private::ListenerCall::payload_error(error);
+                }
+            };
+        }
+    });
+    // Spanned at the return type, so an invalid one is reported there (once).
+    let ret_span = match &func.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => name.span(),
+    };
+    let ret_private = private::path_at(ret_span);
+    let callee = Ident::new(&name.to_string(), ret_span);
+    let call = quote_spanned!(ret_span=> #callee(#(#args),*));
+    let run = if func.sig.asyncness.is_some() {
+        quote_spanned!(ret_span=> #ret_private::ListenerCall::pending(#call))
+    } else {
+        quote_spanned!(ret_span=> #ret_private::ListenerCall::done(#call))
+    };
+    let event = &listener.event;
+    let namespace = listener
+        .namespace
+        .as_ref()
+        .map_or_else(|| quote!(""), |ns| quote!(#ns));
+    let priority = &listener.priority;
+    let once = matches!(kind, Kind::Once);
+    let function = name.to_string();
+    // At the call site, so `line!()` is the attribute's line: two attributes on one function
+    // are two places.
+    let location = quote! {
+        module_path: ::core::module_path!(),
+        file: ::core::file!(),
+        line: ::core::line!(),
+    };
+    quote_spanned! {name.span()=>
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        const _: () = {
+            #[allow(unused_imports)]
+            use #private::probe::{ProbeCloned as _, ProbeContext as _, ProbeJson as _, ProbeTyped as _};
+
+            #[allow(unused_variables)]
+            fn __switchboard_listener(
+                __cx: &mut #private::EventContext<'_>,
+                __may_move: bool,
+            ) -> #private::ListenerCall {
+                #(#extract)*
+                #run
+            }
+
+            #private::inventory::submit! {
+                #private::ListenerRegistration {
+                    event: #event,
+                    namespace: #namespace,
+                    priority: #private::Priority::#priority,
+                    once: #once,
+                    call: __switchboard_listener,
+                    function: #function,
+                    #location
+                }
+            }
+        };
+    }
+}

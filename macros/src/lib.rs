@@ -1,0 +1,53 @@
+//! Attribute macros for [Switchboard](https://docs.rs/switchboard): `#[ws_route]`, `#[on]` and
+//! `#[once]`.
+//!
+//! Use them through `switchboard` (`use switchboard::prelude::*;`), which re-exports them; the
+//! code they generate names only `::switchboard::__private`.
+//!
+//! Each macro checks what it can at compile time (every mistake is a spanned error), emits the
+//! function unchanged, and registers it with one `inventory::submit!` of a constant record that
+//! `App::from_registry()` collects at startup.
+
+mod event;
+mod handler;
+#[path = "../../runtime/src/event/name.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod name;
+mod private;
+
+use proc_macro::TokenStream;
+
+/// Registers an `async fn` (or a plain `fn`) as a listener of an event.
+///
+/// ```ignore
+/// #[on("room.message")]
+/// async fn broadcast(msg: RoomMessage, app: App) -> Result<(), switchboard::Error> { .. }
+///
+/// #[on("message.received", namespace = "websocket", priority = high)]
+/// fn log(msg: serde_json::Value) { .. }
+/// ```
+///
+/// The name may be a pattern: `*` matches one segment, `**` any number (`chat.*`,
+/// `websocket:**`). Options: `priority = highest | high | normal | low | lowest` (default
+/// `normal`) and `namespace = "ns"` (the listener hears `ns:name`).
+///
+/// Parameters are the payload (the emitted type itself, any `DeserializeOwned` type, or
+/// `serde_json::Value`) and context extractors (`App`, `Events`, `ChannelBox`, `State<T>`,
+/// `EventMeta`), in any order. The return type is `()`, `Result<(), E>` with `E: Display`,
+/// `ControlFlow<()>` (`Break` stops lower priorities) or `Result<ControlFlow<()>, E>`.
+#[proc_macro_attribute]
+pub fn on(args: TokenStream, item: TokenStream) -> TokenStream {
+    event::expand(event::Kind::On, args.into(), item.into()).into()
+}
+
+/// Registers an `async fn` (or a plain `fn`) as a listener that runs at most once per app, even
+/// when many tasks emit at the same moment. Takes the same arguments as [`macro@on`].
+///
+/// ```ignore
+/// #[once("connection.init")]
+/// async fn welcome(init: ConnInit) { .. }
+/// ```
+#[proc_macro_attribute]
+pub fn once(args: TokenStream, item: TokenStream) -> TokenStream {
+    event::expand(event::Kind::Once, args.into(), item.into()).into()
+}

@@ -1,0 +1,569 @@
+//! The event bus: per event name an immutable, sorted listener list (exact listeners and the
+//! wildcard listeners that match the name, merged), found through a lock-free map and replaced
+//! whole when listeners change. Emitting reads that map without locks and runs the listeners
+//! inline, in order, in the emitting task.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::Semaphore;
+
+use super::context::{EventContext, EventId, ToJson, to_json};
+use super::listener::{Callable, Failure, ListenerCall, Outcome, panic_message};
+use super::name::{self, Pattern};
+use super::{EmitReport, EventMetrics, ListenerError, Priority};
+use crate::{App, Error, ErrorKind};
+
+/// The documented name of the event that reports failed listeners (payload: [`ListenerError`]).
+pub(crate) const LISTENER_ERROR: &str = "switchboard:listener.error";
+
+/// How many names without exact listeners keep a cached list of matching wildcard listeners.
+const WILDCARD_CACHE: usize = 4096;
+
+pub(crate) struct Listener {
+    id: u64,
+    pattern: Box<str>,
+    wildcard: Option<Pattern>,
+    priority: Priority,
+    seq: u64,
+    once: Option<AtomicBool>,
+    scoped: bool,
+    call: Callable,
+    label: Cow<'static, str>,
+}
+
+impl Listener {
+    fn order(&self) -> (Reverse<Priority>, u64) {
+        (Reverse(self.priority), self.seq)
+    }
+}
+
+/// What the bus needs to register a listener.
+pub(crate) struct Spec {
+    pub(crate) pattern: String,
+    pub(crate) priority: Priority,
+    pub(crate) once: bool,
+    /// Tied to a connection: exempt from `max_listeners`.
+    pub(crate) scoped: bool,
+    pub(crate) call: Callable,
+    pub(crate) label: Cow<'static, str>,
+    /// Registration order; `None` for run-time listeners (after every macro listener).
+    pub(crate) seq: Option<u64>,
+}
+
+#[derive(Default)]
+struct Stats {
+    disabled: AtomicBool,
+    emits: AtomicU64,
+    listeners_run: AtomicU64,
+    failures: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// The listeners that run for one name, in order, and that name's counters.
+struct Entry {
+    listeners: Box<[Arc<Listener>]>,
+    stats: Arc<Stats>,
+}
+
+struct NameState {
+    exact: Vec<Arc<Listener>>,
+    stats: Arc<Stats>,
+    /// Kept only as a cache of matching wildcard listeners.
+    cached: bool,
+}
+
+impl NameState {
+    fn new(cached: bool) -> Self {
+        Self {
+            exact: Vec::new(),
+            stats: Arc::default(),
+            cached,
+        }
+    }
+
+    fn keep(&self) -> bool {
+        !self.exact.is_empty() || self.stats.disabled.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    names: HashMap<Box<str>, NameState>,
+    wildcards: Vec<Arc<Listener>>,
+    cached: usize,
+    next_seq: u64,
+    next_id: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct BusConfig {
+    pub(crate) max_listeners: usize,
+    pub(crate) listener_timeout: Option<Duration>,
+    pub(crate) max_background_emits: usize,
+}
+
+pub(crate) struct Bus {
+    index: papaya::HashMap<Box<str>, Arc<Entry>>,
+    registry: Mutex<Registry>,
+    wildcards: AtomicUsize,
+    next_event: AtomicU64,
+    config: BusConfig,
+    background: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("names", &self.index.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    pub(crate) fn new(config: BusConfig, first_runtime_seq: u64) -> Self {
+        Self {
+            index: papaya::HashMap::new(),
+            registry: Mutex::new(Registry {
+                next_seq: first_runtime_seq,
+                ..Registry::default()
+            }),
+            wildcards: AtomicUsize::new(0),
+            next_event: AtomicU64::new(1),
+            background: Arc::new(Semaphore::new(config.max_background_emits)),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn background(&self) -> &Arc<Semaphore> {
+        &self.background
+    }
+
+    pub(crate) fn max_background_emits(&self) -> usize {
+        self.config.max_background_emits
+    }
+
+    /// Registers a listener; returns its id.
+    pub(crate) fn add(&self, spec: Spec) -> Result<u64, Error> {
+        let wildcard = name::check(&spec.pattern, name::Kind::Pattern).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidName,
+                format!("invalid event name `{}`: {}", spec.pattern, e.message),
+            )
+        })?;
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        if !spec.scoped {
+            let existing = if wildcard {
+                reg.wildcards
+                    .iter()
+                    .filter(|l| !l.scoped && *l.pattern == *spec.pattern)
+                    .count()
+            } else {
+                reg.names
+                    .get(spec.pattern.as_str())
+                    .map_or(0, |n| n.exact.iter().filter(|l| !l.scoped).count())
+            };
+            if existing >= self.config.max_listeners {
+                return Err(Error::new(
+                    ErrorKind::ListenerLimit,
+                    format!(
+                        "event `{}` already has {existing} listeners (max_listeners is {})",
+                        spec.pattern, self.config.max_listeners
+                    ),
+                ));
+            }
+        }
+        let id = reg.next_id;
+        reg.next_id += 1;
+        let seq = spec.seq.unwrap_or_else(|| {
+            reg.next_seq += 1;
+            reg.next_seq - 1
+        });
+        let listener = Arc::new(Listener {
+            id,
+            wildcard: wildcard.then(|| Pattern::new(&spec.pattern)),
+            pattern: spec.pattern.into_boxed_str(),
+            priority: spec.priority,
+            seq,
+            once: spec.once.then(|| AtomicBool::new(false)),
+            scoped: spec.scoped,
+            call: spec.call,
+            label: spec.label,
+        });
+        if wildcard {
+            insert_sorted(&mut reg.wildcards, listener);
+            self.wildcards.store(reg.wildcards.len(), Ordering::Release);
+            self.rebuild_all(reg);
+        } else {
+            let name = listener.pattern.clone();
+            let state = reg
+                .names
+                .entry(name.clone())
+                .or_insert_with(|| NameState::new(false));
+            if state.cached {
+                state.cached = false;
+                reg.cached -= 1;
+            }
+            insert_sorted(&mut state.exact, listener);
+            self.rebuild(reg, &name);
+        }
+        Ok(id)
+    }
+
+    /// Removes one listener; returns whether it was there.
+    pub(crate) fn remove(&self, id: u64, pattern: &str) -> bool {
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        if let Some(state) = reg.names.get_mut(pattern)
+            && let Some(i) = state.exact.iter().position(|l| l.id == id)
+        {
+            state.exact.remove(i);
+            self.rebuild(reg, pattern);
+            return true;
+        }
+        if let Some(i) = reg.wildcards.iter().position(|l| l.id == id) {
+            reg.wildcards.remove(i);
+            self.wildcards.store(reg.wildcards.len(), Ordering::Release);
+            self.rebuild_all(reg);
+            return true;
+        }
+        false
+    }
+
+    /// Removes every listener registered under exactly `pattern`; returns how many.
+    pub(crate) fn remove_all(&self, pattern: &str) -> usize {
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        let mut removed = 0;
+        if let Some(state) = reg.names.get_mut(pattern) {
+            removed = state.exact.len();
+            state.exact.clear();
+            self.rebuild(reg, pattern);
+        }
+        let before = reg.wildcards.len();
+        reg.wildcards.retain(|l| &*l.pattern != pattern);
+        if reg.wildcards.len() != before {
+            removed += before - reg.wildcards.len();
+            self.wildcards.store(reg.wildcards.len(), Ordering::Release);
+            self.rebuild_all(reg);
+        }
+        removed
+    }
+
+    /// Listeners registered under exactly `pattern`.
+    pub(crate) fn count(&self, pattern: &str) -> usize {
+        let reg = self.lock();
+        reg.names.get(pattern).map_or(0, |n| n.exact.len())
+            + reg
+                .wildcards
+                .iter()
+                .filter(|l| &*l.pattern == pattern)
+                .count()
+    }
+
+    /// Names and patterns that have at least one listener, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let reg = self.lock();
+        let mut names: Vec<String> = reg
+            .names
+            .iter()
+            .filter(|(_, s)| !s.exact.is_empty())
+            .map(|(n, _)| n.to_string())
+            .chain(reg.wildcards.iter().map(|l| l.pattern.to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub(crate) fn set_enabled(&self, name: &str, enabled: bool) {
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        if !reg.names.contains_key(name) {
+            if enabled {
+                return;
+            }
+            reg.names.insert(name.into(), NameState::new(false));
+        }
+        reg.names[name]
+            .stats
+            .disabled
+            .store(!enabled, Ordering::Relaxed);
+        self.rebuild(reg, name);
+    }
+
+    pub(crate) fn is_enabled(&self, name: &str) -> bool {
+        self.index
+            .pin()
+            .get(name)
+            .is_none_or(|e| !e.stats.disabled.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn metrics(&self, name: &str) -> Option<EventMetrics> {
+        self.index.pin().get(name).map(|e| metrics_of(&e.stats))
+    }
+
+    pub(crate) fn all_metrics(&self) -> Vec<(String, EventMetrics)> {
+        let reg = self.lock();
+        let mut all: Vec<_> = reg
+            .names
+            .iter()
+            .filter(|(_, s)| s.stats.emits.load(Ordering::Relaxed) > 0 || !s.exact.is_empty())
+            .map(|(n, s)| (n.to_string(), metrics_of(&s.stats)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Whether emitting `name` would run anything (used to skip building lifecycle payloads).
+    pub(crate) fn has_listeners(&self, name: &str) -> bool {
+        match self.index.pin().get(name) {
+            Some(entry) => !entry.listeners.is_empty(),
+            None => {
+                self.wildcards.load(Ordering::Acquire) > 0 && {
+                    let reg = self.lock();
+                    reg.wildcards
+                        .iter()
+                        .any(|l| l.wildcard.as_ref().is_some_and(|p| p.matches(name)))
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the entry of one name from its exact listeners and the matching wildcards; drops
+    /// the name when nothing is left to keep for it.
+    fn rebuild(&self, reg: &mut Registry, name: &str) {
+        let Some(state) = reg.names.get(name) else {
+            self.index.pin().remove(name);
+            return;
+        };
+        let cached = state.cached;
+        // A cached name is kept while there are wildcards to cache.
+        let cache = cached && !reg.wildcards.is_empty();
+        if !state.keep() && !cache {
+            if cached {
+                reg.cached -= 1;
+            }
+            reg.names.remove(name);
+            self.index.pin().remove(name);
+            return;
+        }
+        let mut listeners = state.exact.clone();
+        listeners.extend(
+            reg.wildcards
+                .iter()
+                .filter(|l| l.wildcard.as_ref().is_some_and(|p| p.matches(name)))
+                .cloned(),
+        );
+        listeners.sort_by_key(|l| l.order());
+        let entry = Entry {
+            listeners: listeners.into_boxed_slice(),
+            stats: state.stats.clone(),
+        };
+        self.index.pin().insert(name.into(), Arc::new(entry));
+    }
+
+    fn rebuild_all(&self, reg: &mut Registry) {
+        let names: Vec<Box<str>> = reg.names.keys().cloned().collect();
+        for name in names {
+            self.rebuild(reg, &name);
+        }
+    }
+
+    /// The entry for `name`, building (and caching, within bounds) the list of matching wildcard
+    /// listeners for a name that has no exact listener.
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.index.pin().get(name) {
+            return Some(entry.clone());
+        }
+        if self.wildcards.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        if let Some(entry) = self.index.pin().get(name) {
+            return Some(entry.clone());
+        }
+        if reg.cached < WILDCARD_CACHE {
+            reg.cached += 1;
+            reg.names.insert(name.into(), NameState::new(true));
+            self.rebuild(reg, name);
+            return self.index.pin().get(name).cloned();
+        }
+        let mut listeners: Vec<_> = reg
+            .wildcards
+            .iter()
+            .filter(|l| l.wildcard.as_ref().is_some_and(|p| p.matches(name)))
+            .cloned()
+            .collect();
+        listeners.sort_by_key(|l| l.order());
+        Some(Arc::new(Entry {
+            listeners: listeners.into_boxed_slice(),
+            stats: Arc::default(),
+        }))
+    }
+
+    pub(crate) fn next_event_id(&self) -> EventId {
+        EventId(self.next_event.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Runs the listeners of `name`, in order, inline. `payload` is an `Option<T>` of the emitted
+    /// type; the last listener may take it by value.
+    pub(crate) async fn emit(
+        &self,
+        app: &App,
+        name: &str,
+        payload: &mut (dyn Any + Send + Sync),
+        payload_type: &'static str,
+        to_json: ToJson,
+        report_failures: bool,
+    ) -> EmitReport {
+        let id = self.next_event_id();
+        let mut report = EmitReport::new(id);
+        let Some(entry) = self.entry(name) else {
+            return report;
+        };
+        let stats = &entry.stats;
+        if stats.disabled.load(Ordering::Relaxed) {
+            report.disabled = true;
+            return report;
+        }
+        if entry.listeners.is_empty() {
+            stats.emits.fetch_add(1, Ordering::Relaxed);
+            return report;
+        }
+        let start = Instant::now();
+        let mut cx = EventContext::new(app, name, id, payload, payload_type, to_json);
+        let last = entry.listeners.len() - 1;
+        for (i, listener) in entry.listeners.iter().enumerate() {
+            if let Some(claimed) = &listener.once {
+                if claimed.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                self.remove(listener.id, &listener.pattern);
+            }
+            report.listeners_executed += 1;
+            let outcome = self.run(listener, &mut cx, i == last).await;
+            match outcome.0 {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => {
+                    report.stopped = true;
+                    break;
+                }
+                Err(failure) => {
+                    report.failed += 1;
+                    if matches!(failure, Failure::Timeout) {
+                        report.timed_out += 1;
+                    }
+                    self.failed(app, name, id, listener, failure, report_failures)
+                        .await;
+                }
+            }
+        }
+        report.elapsed = start.elapsed();
+        stats.emits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .listeners_run
+            .fetch_add(report.listeners_executed as u64, Ordering::Relaxed);
+        stats
+            .failures
+            .fetch_add(report.failed as u64, Ordering::Relaxed);
+        stats.nanos.fetch_add(
+            u64::try_from(report.elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        report
+    }
+
+    async fn run(&self, listener: &Listener, cx: &mut EventContext<'_>, may_move: bool) -> Outcome {
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| listener.call.call(cx, may_move)));
+        let future = match call {
+            Ok(ListenerCall::Done(outcome)) => return outcome,
+            Ok(ListenerCall::Pending(future)) => future,
+            Err(panic) => return Outcome(Err(Failure::Panic(panic_message(&*panic)))),
+        };
+        let guarded = AssertUnwindSafe(future).catch_unwind();
+        let result = match self.config.listener_timeout {
+            Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                Ok(result) => result,
+                Err(_) => return Outcome(Err(Failure::Timeout)),
+            },
+            None => guarded.await,
+        };
+        result.unwrap_or_else(|panic| Outcome(Err(Failure::Panic(panic_message(&*panic)))))
+    }
+
+    async fn failed(
+        &self,
+        app: &App,
+        name: &str,
+        id: EventId,
+        listener: &Listener,
+        failure: Failure,
+        report: bool,
+    ) {
+        let message = failure.message();
+        if !report {
+            tracing::error!(
+                event = name,
+                listener = %listener.label,
+                kind = failure.kind(),
+                "error-event listener failed (not re-emitted): {message}"
+            );
+            return;
+        }
+        tracing::warn!(
+            event = name,
+            event_id = id.0,
+            listener = %listener.label,
+            kind = failure.kind(),
+            "listener failed: {message}"
+        );
+        let error = ListenerError {
+            event: name.to_owned(),
+            event_id: id,
+            listener: listener.label.to_string(),
+            kind: failure.kind().to_owned(),
+            message,
+        };
+        let mut payload = Some(error);
+        Box::pin(self.emit(
+            app,
+            LISTENER_ERROR,
+            &mut payload,
+            std::any::type_name::<ListenerError>(),
+            to_json::<ListenerError>,
+            false,
+        ))
+        .await;
+    }
+}
+
+fn insert_sorted(list: &mut Vec<Arc<Listener>>, listener: Arc<Listener>) {
+    let at = list.partition_point(|l| l.order() <= listener.order());
+    list.insert(at, listener);
+}
+
+fn metrics_of(stats: &Stats) -> EventMetrics {
+    EventMetrics {
+        emits: stats.emits.load(Ordering::Relaxed),
+        listeners_run: stats.listeners_run.load(Ordering::Relaxed),
+        failures: stats.failures.load(Ordering::Relaxed),
+        total_time: Duration::from_nanos(stats.nanos.load(Ordering::Relaxed)),
+        enabled: !stats.disabled.load(Ordering::Relaxed),
+    }
+}

@@ -1,0 +1,438 @@
+//! The event bus: `emit`, `on`, `once`, namespaces, priorities and wildcards.
+
+pub(crate) mod bus;
+mod context;
+mod listener;
+pub(crate) mod name;
+pub(crate) mod registration;
+
+use std::borrow::Cow;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use context::{EventContext, EventId, EventMeta, FromEventContext};
+pub use listener::{IntoListener, IntoListenerResult, ListenerParam};
+
+#[doc(hidden)]
+pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};
+
+pub(crate) use context::to_json;
+pub(crate) use listener::Callable;
+
+use self::bus::{Bus, Spec};
+use crate::{App, Error, ErrorKind};
+
+/// Names of the events Switchboard itself emits.
+///
+/// They live in the `switchboard` namespace, so `#[on("**", namespace = "switchboard")]` sees
+/// them all.
+pub mod names {
+    /// A listener failed (returned `Err`, panicked, timed out, or could not take the payload).
+    /// Payload: [`ListenerError`](crate::ListenerError). Failures of this event's own listeners
+    /// are logged, never re-emitted.
+    pub const LISTENER_ERROR: &str = super::bus::LISTENER_ERROR;
+}
+
+/// The priority of a listener: listeners run from `Highest` to `Lowest`, and in registration
+/// order within a priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Runs last.
+    Lowest,
+    /// Runs after `Normal`.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Runs before `Normal`.
+    High,
+    /// Runs first.
+    Highest,
+}
+
+/// What one `emit` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmitReport {
+    /// The id of this emit.
+    pub event_id: EventId,
+    /// Listeners that ran (failed ones included).
+    pub listeners_executed: usize,
+    /// Listeners that returned `Err`, panicked, timed out or could not take the payload.
+    pub failed: usize,
+    /// Of `failed`, those that ran past the listener timeout.
+    pub timed_out: usize,
+    /// A listener returned `ControlFlow::Break`: lower priorities did not run.
+    pub stopped: bool,
+    /// The event is disabled: nothing ran.
+    pub disabled: bool,
+    /// Time spent running listeners.
+    pub elapsed: Duration,
+}
+
+impl EmitReport {
+    pub(crate) fn new(event_id: EventId) -> Self {
+        Self {
+            event_id,
+            listeners_executed: 0,
+            failed: 0,
+            timed_out: 0,
+            stopped: false,
+            disabled: false,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// Counters of one event name, kept while the name has listeners (or is disabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventMetrics {
+    /// Emits of this name.
+    pub emits: u64,
+    /// Listener runs, summed over emits.
+    pub listeners_run: u64,
+    /// Failed listener runs.
+    pub failures: u64,
+    /// Time spent running listeners, summed over emits.
+    pub total_time: Duration,
+    /// Whether the event is enabled.
+    pub enabled: bool,
+}
+
+/// The payload of [`names::LISTENER_ERROR`]: one failed listener run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerError {
+    /// The event whose listener failed.
+    pub event: String,
+    /// The id of that emit.
+    pub event_id: EventId,
+    /// The listener: `module::function (file:line)` for macro listeners.
+    pub listener: String,
+    /// `error`, `panic`, `payload` (the payload did not fit a parameter) or `timeout`.
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Options of a run-time listener (see [`Events::on_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenOptions {
+    priority: Priority,
+    once: bool,
+}
+
+impl ListenOptions {
+    /// Default options: `Normal` priority, runs on every emit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The listener's priority (default `Normal`).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Run at most once (default `false`).
+    pub fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+}
+
+/// A view of an app's event bus, optionally inside a namespace.
+///
+/// Get it with [`App::events`]; it is also a listener parameter and an axum extractor. Cloning it
+/// is cheap.
+///
+/// ```
+/// # use switchboard::prelude::*;
+/// # #[tokio::main] async fn main() -> Result<(), switchboard::Error> {
+/// let app = App::builder().only_module("none").build()?;
+/// let ws = app.events().namespace("websocket");
+/// let handle = ws.on("message.received", |msg: Value| async move {
+///     println!("{msg}");
+/// })?;
+/// let report = app.events().emit("websocket:message.received", json!({ "text": "hi" })).await;
+/// assert_eq!(report.listeners_executed, 1);
+/// handle.off();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Events {
+    app: App,
+    namespace: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    pub(crate) fn new(app: App) -> Self {
+        Self {
+            app,
+            namespace: None,
+        }
+    }
+
+    fn bus(&self) -> &Bus {
+        self.app.bus()
+    }
+
+    fn full_name<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        match &self.namespace {
+            Some(ns) => Cow::Owned(format!("{ns}:{name}")),
+            None => Cow::Borrowed(name),
+        }
+    }
+
+    /// A view whose names are prefixed with `namespace` and `:`; views nest
+    /// (`namespace("user").namespace("auth")` + `login` is `user:auth:login`).
+    pub fn namespace(&self, namespace: &str) -> Events {
+        Events {
+            app: self.app.clone(),
+            namespace: Some(self.full_name(namespace).into()),
+        }
+    }
+
+    /// This view's namespace, if any.
+    pub fn namespace_name(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Runs every listener of `name` (exact and wildcard, by priority, then registration order),
+    /// each awaited in turn in the calling task, and says what happened.
+    ///
+    /// A listener whose payload type is `T` gets the value itself (a clone, or the value for the
+    /// last listener); any other listener gets it through JSON, serialised once per emit.
+    /// Emitting a name with no listener is cheap and runs nothing.
+    pub async fn emit<T>(&self, name: &str, payload: T) -> EmitReport
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let name = self.full_name(name);
+        let mut payload = Some(payload);
+        self.bus()
+            .emit(
+                &self.app,
+                &name,
+                &mut payload,
+                std::any::type_name::<T>(),
+                to_json::<T>,
+                true,
+            )
+            .await
+    }
+
+    /// Fire and forget: emits in a background task and returns at once.
+    ///
+    /// At most `max_background_emits` (see [`Builder`](crate::Builder)) run at a time; past that
+    /// this returns an [`ErrorKind::Overloaded`] error instead of queueing without bound. Must be
+    /// called inside a Tokio runtime.
+    pub fn spawn_emit<T>(&self, name: &str, payload: T) -> Result<(), Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(
+                ErrorKind::Config,
+                "spawn_emit needs a running Tokio runtime",
+            )
+        })?;
+        let permit = self
+            .bus()
+            .background()
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "too many background emits in flight (max_background_emits is {})",
+                        self.bus().max_background_emits()
+                    ),
+                )
+            })?;
+        let events = self.clone();
+        let name = self.full_name(name).into_owned();
+        let task = self.app.tasks().track_future(async move {
+            let _permit = permit;
+            let mut payload = Some(payload);
+            events
+                .bus()
+                .emit(
+                    &events.app,
+                    &name,
+                    &mut payload,
+                    std::any::type_name::<T>(),
+                    to_json::<T>,
+                    true,
+                )
+                .await;
+        });
+        handle.spawn(task);
+        Ok(())
+    }
+
+    /// Registers `listener` for `name` (a name or a wildcard pattern, inside this view's
+    /// namespace) until the returned handle is dropped.
+    ///
+    /// Errors: an invalid name ([`ErrorKind::InvalidName`]), or `max_listeners` reached for this
+    /// name ([`ErrorKind::ListenerLimit`]).
+    pub fn on<Args>(
+        &self,
+        name: &str,
+        listener: impl IntoListener<Args>,
+    ) -> Result<ListenerHandle, Error> {
+        self.on_with(name, ListenOptions::new(), listener)
+    }
+
+    /// Like [`on`](Self::on), but the listener runs at most once (even under concurrent emits).
+    pub fn once<Args>(
+        &self,
+        name: &str,
+        listener: impl IntoListener<Args>,
+    ) -> Result<ListenerHandle, Error> {
+        self.on_with(name, ListenOptions::new().once(), listener)
+    }
+
+    /// Like [`on`](Self::on), with options (priority, once).
+    pub fn on_with<Args>(
+        &self,
+        name: &str,
+        options: ListenOptions,
+        listener: impl IntoListener<Args>,
+    ) -> Result<ListenerHandle, Error> {
+        self.add(name, options, listener, false)
+    }
+
+    pub(crate) fn add<Args>(
+        &self,
+        name: &str,
+        options: ListenOptions,
+        listener: impl IntoListener<Args>,
+        scoped: bool,
+    ) -> Result<ListenerHandle, Error> {
+        let pattern = self.full_name(name).into_owned();
+        let id = self.bus().add(Spec {
+            pattern: pattern.clone(),
+            priority: options.priority,
+            once: options.once,
+            scoped,
+            call: listener.into_callable(),
+            label: Cow::Owned(format!("closure on `{pattern}`")),
+            seq: None,
+        })?;
+        Ok(ListenerHandle {
+            bus: Arc::downgrade(self.app.bus_arc()),
+            id,
+            pattern: pattern.into_boxed_str(),
+            armed: true,
+        })
+    }
+
+    /// Removes every listener registered under exactly `name` (macro listeners included);
+    /// returns how many.
+    pub fn remove_all_listeners(&self, name: &str) -> usize {
+        self.bus().remove_all(&self.full_name(name))
+    }
+
+    /// Listeners registered under exactly `name` (a name or a pattern).
+    pub fn listener_count(&self, name: &str) -> usize {
+        self.bus().count(&self.full_name(name))
+    }
+
+    /// Whether emitting `name` would run at least one listener.
+    pub fn has_listeners(&self, name: &str) -> bool {
+        self.bus().has_listeners(&self.full_name(name))
+    }
+
+    /// Every name and pattern with at least one listener, sorted (full names, whatever this
+    /// view's namespace).
+    pub fn event_names(&self) -> Vec<String> {
+        self.bus().names()
+    }
+
+    /// Disables `name`: emitting it runs nothing and reports `disabled`.
+    pub fn disable(&self, name: &str) {
+        self.bus().set_enabled(&self.full_name(name), false);
+    }
+
+    /// Enables `name` again.
+    pub fn enable(&self, name: &str) {
+        self.bus().set_enabled(&self.full_name(name), true);
+    }
+
+    /// Whether `name` is enabled (every name is, until disabled).
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.bus().is_enabled(&self.full_name(name))
+    }
+
+    /// The counters of `name`, while it has listeners.
+    pub fn metrics(&self, name: &str) -> Option<EventMetrics> {
+        self.bus().metrics(&self.full_name(name))
+    }
+
+    /// The counters of every name that has listeners or was emitted, sorted by name.
+    pub fn all_metrics(&self) -> Vec<(String, EventMetrics)> {
+        self.bus().all_metrics()
+    }
+}
+
+/// Keeps a run-time listener registered: dropping it (or calling [`off`](Self::off)) removes
+/// the listener; [`detach`](Self::detach) keeps it for the life of the app.
+#[must_use = "dropping the handle removes the listener at once; call `.detach()` to keep it"]
+pub struct ListenerHandle {
+    bus: Weak<Bus>,
+    id: u64,
+    pattern: Box<str>,
+    armed: bool,
+}
+
+impl std::fmt::Debug for ListenerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerHandle")
+            .field("id", &self.id)
+            .field("pattern", &self.pattern)
+            .finish()
+    }
+}
+
+impl ListenerHandle {
+    /// Removes the listener now; returns whether it was still registered (a `once` listener
+    /// that ran is gone already).
+    pub fn off(mut self) -> bool {
+        self.armed = false;
+        self.bus
+            .upgrade()
+            .is_some_and(|bus| bus.remove(self.id, &self.pattern))
+    }
+
+    /// Keeps the listener for the life of the app.
+    pub fn detach(mut self) {
+        self.armed = false;
+    }
+
+    /// The name or pattern the listener is registered under.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(bus) = self.bus.upgrade()
+        {
+            bus.remove(self.id, &self.pattern);
+        }
+    }
+}

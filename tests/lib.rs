@@ -1,0 +1,2 @@
+//! Integration tests of Switchboard live in this package's `[[test]]` targets; this library is
+//! empty.

@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[on("message.received", namespace = "")]
+async fn listener() {}
+
+fn main() {}

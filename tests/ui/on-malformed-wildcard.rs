@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[on("chat.a**b")]
+async fn listener() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[on]
+async fn listener() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[on("room.message")]
+struct Listener;
+
+fn main() {}
