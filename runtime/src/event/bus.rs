@@ -7,19 +7,17 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::ops::ControlFlow;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
-use super::context::{EventContext, EventId, ToJson, to_json};
-use super::listener::{Callable, Failure, ListenerCall, Outcome, panic_message};
+use super::context::{EventId, ToJson};
+use super::emit::Emit;
+use super::listener::Callable;
 use super::name::{self, Pattern};
-use super::{EmitReport, EventMetrics, ListenerError, Priority};
+use super::{EventMetrics, Priority};
 use crate::{App, Error, ErrorKind};
 
 /// The documented name of the event that reports failed listeners (payload: [`ListenerError`]).
@@ -29,15 +27,15 @@ pub(crate) const LISTENER_ERROR: &str = "switchboard:listener.error";
 const WILDCARD_CACHE: usize = 4096;
 
 pub(crate) struct Listener {
-    id: u64,
-    pattern: Box<str>,
+    pub(super) id: u64,
+    pub(super) pattern: Box<str>,
     wildcard: Option<Pattern>,
     priority: Priority,
     seq: u64,
-    once: Option<AtomicBool>,
+    pub(super) once: Option<AtomicBool>,
     scoped: bool,
-    call: Callable,
-    label: Cow<'static, str>,
+    pub(super) call: Callable,
+    pub(super) label: Cow<'static, str>,
 }
 
 impl Listener {
@@ -59,19 +57,36 @@ pub(crate) struct Spec {
     pub(crate) seq: Option<u64>,
 }
 
+/// The counters of one name. One uncontended lock per emit costs less than an atomic add per
+/// counter.
 #[derive(Default)]
-struct Stats {
-    disabled: AtomicBool,
-    emits: AtomicU64,
-    listeners_run: AtomicU64,
-    failures: AtomicU64,
-    nanos: AtomicU64,
+pub(super) struct Stats {
+    pub(super) disabled: AtomicBool,
+    pub(super) counters: Mutex<Counters>,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(super) struct Counters {
+    pub(super) emits: u64,
+    pub(super) listeners_run: u64,
+    pub(super) failures: u64,
+    pub(super) time: Duration,
+}
+
+impl Stats {
+    pub(super) fn record(&self, listeners_run: usize, failures: usize, time: Duration) {
+        let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        c.emits += 1;
+        c.listeners_run += listeners_run as u64;
+        c.failures += failures as u64;
+        c.time += time;
+    }
 }
 
 /// The listeners that run for one name, in order, and that name's counters.
-struct Entry {
-    listeners: Box<[Arc<Listener>]>,
-    stats: Arc<Stats>,
+pub(super) struct Entry {
+    pub(super) listeners: Box<[Arc<Listener>]>,
+    pub(super) stats: Arc<Stats>,
 }
 
 struct NameState {
@@ -112,7 +127,7 @@ pub(crate) struct BusConfig {
 }
 
 pub(crate) struct Bus {
-    index: papaya::HashMap<Box<str>, Arc<Entry>>,
+    pub(super) index: papaya::HashMap<Box<str>, Arc<Entry>, foldhash::fast::RandomState>,
     registry: Mutex<Registry>,
     wildcards: AtomicUsize,
     next_event: AtomicU64,
@@ -132,7 +147,7 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     pub(crate) fn new(config: BusConfig, first_runtime_seq: u64) -> Self {
         Self {
-            index: papaya::HashMap::new(),
+            index: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             registry: Mutex::new(Registry {
                 next_seq: first_runtime_seq,
                 ..Registry::default()
@@ -322,7 +337,7 @@ impl Bus {
         let mut all: Vec<_> = reg
             .names
             .iter()
-            .filter(|(_, s)| s.stats.emits.load(Ordering::Relaxed) > 0 || !s.exact.is_empty())
+            .filter(|(_, s)| !s.exact.is_empty() || metrics_of(&s.stats).emits > 0)
             .map(|(n, s)| (n.to_string(), metrics_of(&s.stats)))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -384,12 +399,9 @@ impl Bus {
         }
     }
 
-    /// The entry for `name`, building (and caching, within bounds) the list of matching wildcard
-    /// listeners for a name that has no exact listener.
-    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
-        if let Some(entry) = self.index.pin().get(name) {
-            return Some(entry.clone());
-        }
+    /// The entry for a `name` that is not in the index: the list of matching wildcard listeners,
+    /// built and cached (within bounds) on first use.
+    pub(super) fn uncached_entry(&self, name: &str) -> Option<Arc<Entry>> {
         if self.wildcards.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -423,133 +435,28 @@ impl Bus {
 
     /// Runs the listeners of `name`, in order, inline. `payload` is an `Option<T>` of the emitted
     /// type; the last listener may take it by value.
-    pub(crate) async fn emit(
-        &self,
-        app: &App,
-        name: &str,
-        payload: &mut (dyn Any + Send + Sync),
+    pub(crate) fn emit<'a, T: Any + Send + Sync>(
+        &'a self,
+        app: &'a App,
+        name: Cow<'a, str>,
+        payload: Option<T>,
         payload_type: &'static str,
         to_json: ToJson,
         report_failures: bool,
-    ) -> EmitReport {
-        let id = self.next_event_id();
-        let mut report = EmitReport::new(id);
-        let Some(entry) = self.entry(name) else {
-            return report;
-        };
-        let stats = &entry.stats;
-        if stats.disabled.load(Ordering::Relaxed) {
-            report.disabled = true;
-            return report;
-        }
-        if entry.listeners.is_empty() {
-            stats.emits.fetch_add(1, Ordering::Relaxed);
-            return report;
-        }
-        let start = Instant::now();
-        let mut cx = EventContext::new(app, name, id, payload, payload_type, to_json);
-        let last = entry.listeners.len() - 1;
-        for (i, listener) in entry.listeners.iter().enumerate() {
-            if let Some(claimed) = &listener.once {
-                if claimed.swap(true, Ordering::AcqRel) {
-                    continue;
-                }
-                self.remove(listener.id, &listener.pattern);
-            }
-            report.listeners_executed += 1;
-            let outcome = self.run(listener, &mut cx, i == last).await;
-            match outcome.0 {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(())) => {
-                    report.stopped = true;
-                    break;
-                }
-                Err(failure) => {
-                    report.failed += 1;
-                    if matches!(failure, Failure::Timeout) {
-                        report.timed_out += 1;
-                    }
-                    self.failed(app, name, id, listener, failure, report_failures)
-                        .await;
-                }
-            }
-        }
-        report.elapsed = start.elapsed();
-        stats.emits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .listeners_run
-            .fetch_add(report.listeners_executed as u64, Ordering::Relaxed);
-        stats
-            .failures
-            .fetch_add(report.failed as u64, Ordering::Relaxed);
-        stats.nanos.fetch_add(
-            u64::try_from(report.elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        report
-    }
-
-    async fn run(&self, listener: &Listener, cx: &mut EventContext<'_>, may_move: bool) -> Outcome {
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| listener.call.call(cx, may_move)));
-        let future = match call {
-            Ok(ListenerCall::Done(outcome)) => return outcome,
-            Ok(ListenerCall::Pending(future)) => future,
-            Err(panic) => return Outcome(Err(Failure::Panic(panic_message(&*panic)))),
-        };
-        let guarded = AssertUnwindSafe(future).catch_unwind();
-        let result = match self.config.listener_timeout {
-            Some(limit) => match tokio::time::timeout(limit, guarded).await {
-                Ok(result) => result,
-                Err(_) => return Outcome(Err(Failure::Timeout)),
-            },
-            None => guarded.await,
-        };
-        result.unwrap_or_else(|panic| Outcome(Err(Failure::Panic(panic_message(&*panic)))))
-    }
-
-    async fn failed(
-        &self,
-        app: &App,
-        name: &str,
-        id: EventId,
-        listener: &Listener,
-        failure: Failure,
-        report: bool,
-    ) {
-        let message = failure.message();
-        if !report {
-            tracing::error!(
-                event = name,
-                listener = %listener.label,
-                kind = failure.kind(),
-                "error-event listener failed (not re-emitted): {message}"
-            );
-            return;
-        }
-        tracing::warn!(
-            event = name,
-            event_id = id.0,
-            listener = %listener.label,
-            kind = failure.kind(),
-            "listener failed: {message}"
-        );
-        let error = ListenerError {
-            event: name.to_owned(),
-            event_id: id,
-            listener: listener.label.to_string(),
-            kind: failure.kind().to_owned(),
-            message,
-        };
-        let mut payload = Some(error);
-        Box::pin(self.emit(
+    ) -> Emit<'a, Option<T>> {
+        Emit::new(
+            self,
             app,
-            LISTENER_ERROR,
-            &mut payload,
-            std::any::type_name::<ListenerError>(),
-            to_json::<ListenerError>,
-            false,
-        ))
-        .await;
+            name,
+            payload,
+            payload_type,
+            to_json,
+            report_failures,
+        )
+    }
+
+    pub(crate) fn listener_timeout(&self) -> Option<Duration> {
+        self.config.listener_timeout
     }
 }
 
@@ -559,11 +466,15 @@ fn insert_sorted(list: &mut Vec<Arc<Listener>>, listener: Arc<Listener>) {
 }
 
 fn metrics_of(stats: &Stats) -> EventMetrics {
+    let c = *stats
+        .counters
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     EventMetrics {
-        emits: stats.emits.load(Ordering::Relaxed),
-        listeners_run: stats.listeners_run.load(Ordering::Relaxed),
-        failures: stats.failures.load(Ordering::Relaxed),
-        total_time: Duration::from_nanos(stats.nanos.load(Ordering::Relaxed)),
+        emits: c.emits,
+        listeners_run: c.listeners_run,
+        failures: c.failures,
+        total_time: c.time,
         enabled: !stats.disabled.load(Ordering::Relaxed),
     }
 }

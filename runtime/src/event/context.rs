@@ -39,11 +39,17 @@ pub struct EventContext<'a> {
     app: &'a App,
     name: &'a str,
     id: EventId,
-    timestamp: Option<SystemTime>,
     payload: &'a mut (dyn Any + Send + Sync),
     payload_type: &'static str,
     to_json: ToJson,
+    memo: &'a mut Memo,
+}
+
+/// What one emit computes at most once and shares between its listeners.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
     json: Option<Value>,
+    timestamp: Option<SystemTime>,
 }
 
 impl fmt::Debug for EventContext<'_> {
@@ -64,16 +70,16 @@ impl<'a> EventContext<'a> {
         payload: &'a mut (dyn Any + Send + Sync),
         payload_type: &'static str,
         to_json: ToJson,
+        memo: &'a mut Memo,
     ) -> Self {
         Self {
             app,
             name,
             id,
-            timestamp: None,
             payload,
             payload_type,
             to_json,
-            json: None,
+            memo,
         }
     }
 
@@ -94,7 +100,7 @@ impl<'a> EventContext<'a> {
 
     /// When the event was emitted (taken when a listener first asks for it).
     pub fn timestamp(&mut self) -> SystemTime {
-        *self.timestamp.get_or_insert_with(SystemTime::now)
+        *self.memo.timestamp.get_or_insert_with(SystemTime::now)
     }
 
     pub(crate) fn payload_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
@@ -110,10 +116,10 @@ impl<'a> EventContext<'a> {
         if let Some(Some(value)) = self.payload.downcast_ref::<Option<Value>>() {
             return Ok(value);
         }
-        if self.json.is_none() {
-            self.json = Some((self.to_json)(&*self.payload)?);
+        if self.memo.json.is_none() {
+            self.memo.json = Some((self.to_json)(&*self.payload)?);
         }
-        Ok(self.json.as_ref().expect("set above"))
+        Ok(self.memo.json.as_ref().expect("set above"))
     }
 }
 

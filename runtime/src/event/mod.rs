@@ -2,11 +2,13 @@
 
 pub(crate) mod bus;
 mod context;
+mod emit;
 mod listener;
 pub(crate) mod name;
 pub(crate) mod registration;
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -214,22 +216,22 @@ impl Events {
     /// A listener whose payload type is `T` gets the value itself (a clone, or the value for the
     /// last listener); any other listener gets it through JSON, serialised once per emit.
     /// Emitting a name with no listener is cheap and runs nothing.
-    pub async fn emit<T>(&self, name: &str, payload: T) -> EmitReport
+    pub fn emit<'a, T>(
+        &'a self,
+        name: &'a str,
+        payload: T,
+    ) -> impl Future<Output = EmitReport> + Send + 'a
     where
         T: Serialize + Send + Sync + 'static,
     {
-        let name = self.full_name(name);
-        let mut payload = Some(payload);
-        self.bus()
-            .emit(
-                &self.app,
-                &name,
-                &mut payload,
-                std::any::type_name::<T>(),
-                to_json::<T>,
-                true,
-            )
-            .await
+        self.bus().emit(
+            &self.app,
+            self.full_name(name),
+            Some(payload),
+            std::any::type_name::<T>(),
+            to_json::<T>,
+            true,
+        )
     }
 
     /// Fire and forget: emits in a background task and returns at once.
@@ -265,13 +267,12 @@ impl Events {
         let name = self.full_name(name).into_owned();
         let task = self.app.tasks().track_future(async move {
             let _permit = permit;
-            let mut payload = Some(payload);
             events
                 .bus()
                 .emit(
                     &events.app,
-                    &name,
-                    &mut payload,
+                    Cow::Borrowed(&name),
+                    Some(payload),
                     std::any::type_name::<T>(),
                     to_json::<T>,
                     true,
