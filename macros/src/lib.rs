@@ -13,13 +13,15 @@ mod handler;
 #[path = "../../runtime/src/event/name.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod name;
+mod path;
 mod private;
+mod route;
 
 use proc_macro::TokenStream;
 
 /// Registers an `async fn` (or a plain `fn`) as a listener of an event.
 ///
-/// ```ignore
+/// ```text
 /// #[on("room.message")]
 /// async fn broadcast(msg: RoomMessage, app: App) -> Result<(), switchboard::Error> { .. }
 ///
@@ -43,11 +45,35 @@ pub fn on(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Registers an `async fn` (or a plain `fn`) as a listener that runs at most once per app, even
 /// when many tasks emit at the same moment. Takes the same arguments as [`macro@on`].
 ///
-/// ```ignore
+/// ```text
 /// #[once("connection.init")]
 /// async fn welcome(init: ConnInit) { .. }
 /// ```
 #[proc_macro_attribute]
 pub fn once(args: TokenStream, item: TokenStream) -> TokenStream {
     event::expand(event::Kind::Once, args.into(), item.into()).into()
+}
+
+/// Registers an `async fn` as the handler of a WebSocket route.
+///
+/// ```text
+/// #[ws_route("/chat/{room}")]
+/// async fn chat_room(mut ws: WebSocket, room: String, app: App) -> Result<(), WsError> {
+///     ws.accept().await?;
+///     ..
+/// }
+/// ```
+///
+/// The path has static segments and parameters: `{name}`, or with one of Nexios' converters
+/// `{name:int|float|str|path|uuid|slug}` (`path` takes the rest of the path, slashes included,
+/// and must come last). A value that does not match its converter, or does not parse into the
+/// parameter's type, is no match: 404, before any upgrade.
+///
+/// Parameters: the connection (`WebSocket`, exactly once); parameters named like a path
+/// parameter, parsed with `FromStr`; and extractors (`App`, `Events`, `State<T>`, `Query<T>`,
+/// `HeaderMap`, your own `FromRequestParts<App>` types), which run before the upgrade (a
+/// rejection is their HTTP response). The return type is `()` or `Result<(), E>`.
+#[proc_macro_attribute]
+pub fn ws_route(args: TokenStream, item: TokenStream) -> TokenStream {
+    route::expand(args.into(), item.into()).into()
 }

@@ -2,10 +2,15 @@
 //! implementations that let [`App`] and friends be taken by listeners and handlers.
 
 use std::any::type_name;
+use std::convert::Infallible;
 use std::ops::{Deref, DerefMut};
 
+use axum::extract::{FromRef, FromRequestParts};
+use http::StatusCode;
+use http::request::Parts;
+
 use crate::event::{EventContext, FromEventContext};
-use crate::{App, Error, ErrorKind};
+use crate::{App, Error, ErrorKind, Events};
 
 /// A value given to [`Builder::state`](crate::Builder::state), as a parameter of a listener or a
 /// WebSocket handler (cloned for each use).
@@ -55,5 +60,46 @@ impl<T: Clone + Send + Sync + 'static> State<T> {
 impl<T: Clone + Send + Sync + 'static> FromEventContext for State<T> {
     fn from_event_context(cx: &mut EventContext<'_>) -> Result<Self, Error> {
         Self::from_app(cx.app())
+    }
+}
+
+// As axum extractors: `App`, `Events` and `State<T>` in HTTP handlers and WebSocket handlers,
+// for any router state the app can be had from.
+
+impl<S> FromRequestParts<S> for App
+where
+    App: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(App::from_ref(state))
+    }
+}
+
+impl<S> FromRequestParts<S> for Events
+where
+    App: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(App::from_ref(state).events())
+    }
+}
+
+impl<S, T> FromRequestParts<S> for State<T>
+where
+    App: FromRef<S>,
+    S: Send + Sync,
+    T: Clone + Send + Sync + 'static,
+{
+    type Rejection = (StatusCode, String);
+
+    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_app(&App::from_ref(state))
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 }

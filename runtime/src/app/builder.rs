@@ -4,14 +4,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::routing::MethodRouter;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{App, AppInner, registry};
 use crate::event::Callable;
 use crate::event::bus::{Bus, BusConfig, Spec};
+use crate::ws::WsSettings;
+use crate::ws::connection::ConnConfig;
+use crate::ws::registry::Connections;
+use crate::ws::route::{self, HttpRoute};
 use crate::{Error, ErrorKind};
 
-/// Settings of an [`App`], and the registrations it keeps.
+/// Settings of an [`App`], the registrations it keeps, and the HTTP routes that join it.
 ///
 /// Every setting has a default chosen to protect a server; each method says its own.
 ///
@@ -22,8 +30,10 @@ use crate::{Error, ErrorKind};
 /// # fn main() -> Result<(), switchboard::Error> {
 /// let app = App::builder()
 ///     .only_module(module_path!())
+///     .max_message_size(16 * 1024)
+///     .ping_interval(Duration::from_secs(10))
+///     .allowed_origins(["https://chat.example.com"])
 ///     .max_listeners(10)
-///     .listener_timeout(Duration::from_secs(5))
 ///     .build()?;
 /// # let _ = app; Ok(()) }
 /// ```
@@ -32,6 +42,15 @@ pub struct Builder {
     module: Option<String>,
     states: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     bus: BusConfig,
+    max_message_size: usize,
+    read_buffer_size: usize,
+    write_buffer_size: usize,
+    conn: ConnConfig,
+    origins: Option<Vec<String>>,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+    http: Vec<HttpRoute>,
+    fallback: Option<Router<App>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -39,6 +58,10 @@ impl std::fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("module", &self.module)
             .field("bus", &self.bus)
+            .field("max_message_size", &self.max_message_size)
+            .field("conn", &self.conn)
+            .field("origins", &self.origins)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -53,6 +76,20 @@ impl Builder {
                 listener_timeout: None,
                 max_background_emits: 1024,
             },
+            max_message_size: 64 * 1024,
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 64 * 1024,
+            conn: ConnConfig {
+                max_queue_bytes: 4 * 1024 * 1024,
+                ping_interval: Some(Duration::from_secs(25)),
+                pong_timeout: Duration::from_secs(20),
+                close_timeout: Duration::from_secs(5),
+            },
+            origins: None,
+            max_connections: 50_000,
+            shutdown_timeout: Duration::from_secs(10),
+            http: Vec::new(),
+            fallback: None,
         }
     }
 
@@ -65,8 +102,9 @@ impl Builder {
     }
 
     /// Gives the app a value of type `T`, reachable through the [`State<T>`](crate::State)
-    /// parameter of listeners and WebSocket handlers (cloned for each use: wrap large things
-    /// in an `Arc`). One value per type; a second call for the same type replaces the first.
+    /// parameter of listeners, WebSocket handlers and HTTP handlers (cloned for each use: wrap
+    /// large things in an `Arc`). One value per type; a second call for a type replaces the
+    /// first.
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.states.insert(TypeId::of::<T>(), Box::new(value));
         self
@@ -93,17 +131,129 @@ impl Builder {
         self
     }
 
+    /// The largest message (and frame) a client may send, in bytes (default 64 KiB). A larger
+    /// one closes the connection with 1009.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The read buffer of each connection, in bytes (default 4 KiB; tungstenite's own default,
+    /// 128 KiB, is allocated in full by the first read of every connection).
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes;
+        self
+    }
+
+    /// How many bytes of outgoing frames are gathered before a write (default 64 KiB): the
+    /// writer feeds everything queued and flushes once, so bursts go out in few system calls.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    /// The bound of each connection's outbound queue, in bytes (default 4 MiB: a burst of a
+    /// few thousand small messages fits). A group send to a connection whose queue is full
+    /// closes it (a slow consumer); the connection's own sends wait for room.
+    pub fn outbound_queue_bytes(mut self, bytes: usize) -> Self {
+        self.conn.max_queue_bytes = bytes;
+        self
+    }
+
+    /// How often the server pings each connection (default 25 s).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.conn.ping_interval = Some(interval);
+        self
+    }
+
+    /// How long a pong may take (default 20 s): a connection whose handler is waiting for a
+    /// message and that answers nothing in that time is closed with 1011. A busy handler (one
+    /// not reading) never gets its connection closed this way.
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.conn.pong_timeout = timeout;
+        self
+    }
+
+    /// Turns server pings off (they are on by default).
+    pub fn disable_pings(mut self) -> Self {
+        self.conn.ping_interval = None;
+        self
+    }
+
+    /// How long a closing connection waits for the client's close frame before it is dropped
+    /// (default 5 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.conn.close_timeout = timeout;
+        self
+    }
+
+    /// Only browsers from these origins may connect (default: any). A request whose `Origin`
+    /// header is not in the list is refused with 403; a request without the header (a
+    /// non-browser client) is let through.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The most WebSocket connections open at once (default 50,000); handshakes past it are
+    /// refused with 503.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// How long a graceful shutdown waits for connections to close after sending them 1001
+    /// (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Adds an HTTP route. Its path is checked against the WebSocket routes when the app is
+    /// built: a conflict is an error, not a panic. Handlers can take [`App`],
+    /// [`Events`](crate::Events), [`State<T>`](crate::State) and any axum extractor.
+    ///
+    /// ```
+    /// use axum::routing::post;
+    /// use switchboard::prelude::*;
+    ///
+    /// async fn notify(app: App, axum::Json(body): axum::Json<Value>) {
+    ///     app.events().emit("notification.created", body).await;
+    /// }
+    ///
+    /// # fn main() -> Result<(), switchboard::Error> {
+    /// let app = App::builder().route("/notifications", post(notify)).build()?;
+    /// # let _ = app; Ok(()) }
+    /// ```
+    pub fn route(mut self, path: &str, method_router: MethodRouter<App>) -> Self {
+        self.http.push(HttpRoute {
+            path: path.to_owned(),
+            method_router,
+        });
+        self
+    }
+
+    /// Serves `router` for every request no route of the app matches (its own routes and
+    /// fallback included). Prefer [`route`](Self::route), which is checked for conflicts.
+    pub fn fallback_router(mut self, router: Router<App>) -> Self {
+        self.fallback = Some(match self.fallback.take() {
+            Some(existing) => existing.merge(router),
+            None => router,
+        });
+        self
+    }
+
     /// Collects the registrations, checks them, and assembles the app.
     ///
     /// Errors name every conflicting registration with its source location.
     pub fn build(self) -> Result<App, Error> {
-        if self.bus.max_background_emits == 0 {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "max_background_emits must be at least 1",
-            ));
-        }
+        self.check()?;
         let listeners = registry::listeners(self.module.as_deref())?;
+        let (router, _routes) = route::router(self.module.as_deref(), self.http)?;
         let bus = Bus::new(self.bus, listeners.len() as u64);
         for (seq, r) in listeners.iter().enumerate() {
             bus.add(Spec {
@@ -122,12 +272,44 @@ impl Builder {
                 )
             })?;
         }
+        let tungstenite = WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(self.write_buffer_size)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size));
         Ok(App {
             inner: Arc::new(AppInner {
                 bus: Arc::new(bus),
                 states: self.states,
                 tasks: TaskTracker::new(),
+                ws: WsSettings {
+                    tungstenite,
+                    conn: Arc::new(self.conn),
+                    origins: self.origins,
+                    shutdown_timeout: self.shutdown_timeout,
+                },
+                connections: Connections::new(self.max_connections),
+                router,
+                fallback: self.fallback,
+                shutdown: CancellationToken::new(),
             }),
         })
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let problem = if self.bus.max_background_emits == 0 {
+            "max_background_emits must be at least 1"
+        } else if self.max_message_size == 0 {
+            "max_message_size must be at least 1"
+        } else if self.read_buffer_size == 0 {
+            "read_buffer_size must be at least 1"
+        } else if self.conn.max_queue_bytes == 0 {
+            "outbound_queue_bytes must be at least 1"
+        } else if self.conn.ping_interval == Some(Duration::ZERO) {
+            "ping_interval must be more than zero (use disable_pings to turn pings off)"
+        } else {
+            return Ok(());
+        };
+        Err(Error::new(ErrorKind::Config, problem))
     }
 }

@@ -2,23 +2,33 @@
 
 mod builder;
 pub(crate) mod registry;
+mod serve;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use builder::Builder;
+pub use serve::{Server, Shutdown};
 
 use crate::Events;
 use crate::event::bus::Bus;
+use crate::ws::WsSettings;
+use crate::ws::registry::Connections;
 
 /// A Switchboard application: its event bus, its channel groups and its WebSocket routes.
 ///
 /// Build it with [`App::from_registry`] (everything the macros registered in this binary) or
-/// [`App::builder`]. It is a cheap handle (clone it freely) and all its state is its own: two
-/// apps in one process share nothing.
+/// [`App::builder`]; run it with [`serve`](App::serve), or hand it to an axum app with
+/// [`into_router`](App::into_router). It is a cheap handle (clone it freely), and all its state
+/// is its own: two apps in one process share nothing.
+///
+/// `App` is also a listener parameter and an axum extractor, so HTTP handlers can emit events
+/// and send to groups.
 #[derive(Clone)]
 pub struct App {
     inner: Arc<AppInner>,
@@ -28,12 +38,18 @@ struct AppInner {
     bus: Arc<Bus>,
     states: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     tasks: TaskTracker,
+    ws: WsSettings,
+    connections: Connections,
+    router: Router<App>,
+    fallback: Option<Router<App>>,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("bus", &self.inner.bus)
+            .field("connections", &self.inner.connections)
             .finish_non_exhaustive()
     }
 }
@@ -45,7 +61,8 @@ impl App {
         Self::builder().build()
     }
 
-    /// A builder, to choose settings, give state, or keep only the registrations of one module.
+    /// A builder, to choose settings, give state, add HTTP routes, or keep only the
+    /// registrations of one module.
     pub fn builder() -> Builder {
         Builder::new()
     }
@@ -63,6 +80,11 @@ impl App {
             .and_then(|s| s.downcast_ref())
     }
 
+    /// Open WebSocket connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.len()
+    }
+
     pub(crate) fn bus(&self) -> &Bus {
         &self.inner.bus
     }
@@ -74,5 +96,26 @@ impl App {
     /// Tasks the app started (background emits, connections): waited for at shutdown.
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
+    }
+
+    pub(crate) fn ws(&self) -> &WsSettings {
+        &self.inner.ws
+    }
+
+    pub(crate) fn connections(&self) -> &Connections {
+        &self.inner.connections
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// The app's routes, with its state.
+    pub(crate) fn router(&self) -> Router {
+        let mut router = self.inner.router.clone();
+        if let Some(fallback) = &self.inner.fallback {
+            router = router.fallback_service(fallback.clone().with_state(self.clone()));
+        }
+        router.with_state(self.clone())
     }
 }

@@ -21,7 +21,7 @@ pub use listener::{IntoListener, IntoListenerResult, ListenerParam};
 pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};
 
 pub(crate) use context::to_json;
-pub(crate) use listener::Callable;
+pub(crate) use listener::{Callable, panic_message};
 
 use self::bus::{Bus, Spec};
 use crate::{App, Error, ErrorKind};
@@ -35,6 +35,18 @@ pub mod names {
     /// Payload: [`ListenerError`](crate::ListenerError). Failures of this event's own listeners
     /// are logged, never re-emitted.
     pub const LISTENER_ERROR: &str = super::bus::LISTENER_ERROR;
+
+    /// A WebSocket connection was accepted. Payload: [`Connected`](crate::ws::Connected).
+    pub const WS_CONNECTED: &str = "switchboard:ws.connected";
+
+    /// A WebSocket connection ended. Payload: [`Disconnected`](crate::ws::Disconnected), with
+    /// the close code.
+    pub const WS_DISCONNECTED: &str = "switchboard:ws.disconnected";
+
+    /// A WebSocket handler returned an error or panicked. Payload:
+    /// [`HandlerError`](crate::ws::HandlerError), with the path, the client and the message:
+    /// one `#[on("ws.error", namespace = "switchboard")]` handles every handler failure.
+    pub const WS_ERROR: &str = "switchboard:ws.error";
 }
 
 /// The priority of a listener: listeners run from `Highest` to `Lowest`, and in registration

@@ -1,0 +1,338 @@
+//! Path templates of `#[ws_route]`: `/chat/{room}`, `/items/{id:int}`, `/files/{rest:path}`.
+//! A `&str` goes in; segments, or an error with the byte range to blame, come out.
+
+use std::ops::Range;
+
+/// Nexios' converters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Converter {
+    Str,
+    Int,
+    Float,
+    Path,
+    Uuid,
+    Slug,
+}
+
+impl Converter {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "str" => Converter::Str,
+            "int" => Converter::Int,
+            "float" => Converter::Float,
+            "path" => Converter::Path,
+            "uuid" => Converter::Uuid,
+            "slug" => Converter::Slug,
+            _ => return None,
+        })
+    }
+
+    /// The variant's name in the runtime's `Converter`.
+    pub(crate) fn variant(self) -> &'static str {
+        match self {
+            Converter::Str => "Str",
+            Converter::Int => "Int",
+            Converter::Float => "Float",
+            Converter::Path => "Path",
+            Converter::Uuid => "Uuid",
+            Converter::Slug => "Slug",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Segment<'a> {
+    Static(&'a str),
+    Param { name: &'a str, converter: Converter },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathError {
+    pub(crate) range: Range<usize>,
+    pub(crate) message: String,
+    pub(crate) help: Option<&'static str>,
+}
+
+fn error(range: Range<usize>, message: impl Into<String>, help: Option<&'static str>) -> PathError {
+    PathError {
+        range,
+        message: message.into(),
+        help,
+    }
+}
+
+const CONVERTERS: &str = "valid converters are `str`, `int`, `float`, `path`, `uuid` and `slug`";
+
+/// Parses a template; the first mistake is reported.
+pub(crate) fn parse(template: &str) -> Result<Vec<Segment<'_>>, PathError> {
+    if template.is_empty() {
+        return Err(error(
+            0..0,
+            "the route path is empty",
+            Some("write a path starting with `/`, such as `/chat/{room}`"),
+        ));
+    }
+    if !template.starts_with('/') {
+        return Err(error(
+            0..1,
+            "the route path must start with `/`",
+            Some("write `/` first, such as `/chat/{room}`"),
+        ));
+    }
+    let mut segments: Vec<Segment<'_>> = Vec::new();
+    let mut path_param: Option<(Range<usize>, &str)> = None;
+    let mut start = 1;
+    let parts: Vec<&str> = template[1..].split('/').collect();
+    let count = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let range = start..start + part.len();
+        let last = i + 1 == count;
+        if part.is_empty() && !last {
+            return Err(error(
+                start - 1..start + 1,
+                "empty segment in the route path",
+                Some("remove the doubled `/`"),
+            ));
+        }
+        let segment = parse_segment(part, range.clone())?;
+        if let Segment::Param { name, .. } = &segment
+            && segments
+                .iter()
+                .any(|s| matches!(s, Segment::Param { name: n, .. } if n == name))
+        {
+            return Err(error(
+                range,
+                format!("duplicate parameter `{name}`"),
+                Some("give each path parameter its own name"),
+            ));
+        }
+        if let Some((range, name)) = &path_param {
+            return Err(error(
+                range.clone(),
+                format!("`{{{name}:path}}` must be the last segment"),
+                Some("the `path` converter matches the rest of the path, slashes included"),
+            ));
+        }
+        if let Segment::Param {
+            name,
+            converter: Converter::Path,
+        } = segment
+        {
+            path_param = Some((range.clone(), name));
+        }
+        segments.push(segment);
+        start = range.end + 1;
+    }
+    Ok(segments)
+}
+
+fn parse_segment(part: &str, range: Range<usize>) -> Result<Segment<'_>, PathError> {
+    let at = |i: usize, len: usize| range.start + i..range.start + i + len;
+    let Some(open) = part.find('{') else {
+        if let Some(close) = part.find('}') {
+            return Err(error(at(close, 1), "unmatched `}` in the route path", None));
+        }
+        for (i, c) in part.char_indices() {
+            if c.is_whitespace() {
+                return Err(error(
+                    at(i, c.len_utf8()),
+                    "whitespace in the route path",
+                    None,
+                ));
+            }
+            if c.is_control() || matches!(c, '*' | '?' | '#' | '\\') {
+                return Err(error(
+                    at(i, c.len_utf8()),
+                    format!(
+                        "invalid character `{}` in the route path",
+                        c.escape_default()
+                    ),
+                    Some("parameters are written `{name}`; a catch-all is `{name:path}`"),
+                ));
+            }
+        }
+        if part.starts_with(':') {
+            return Err(error(
+                at(0, 1),
+                "parameters are written `{name}`, not `:name`",
+                None,
+            ));
+        }
+        return Ok(Segment::Static(part));
+    };
+    let Some(close) = part[open..].find('}').map(|c| c + open) else {
+        return Err(error(
+            at(open, part.len() - open),
+            "unclosed `{` in the route path",
+            None,
+        ));
+    };
+    if open != 0 || close != part.len() - 1 {
+        return Err(error(
+            range,
+            "a path parameter must be a whole segment",
+            Some("write the parameter alone between slashes, such as `/files/{name}`"),
+        ));
+    }
+    let inner = &part[1..close];
+    if inner.contains('{') {
+        return Err(error(
+            at(1 + inner.find('{').unwrap_or(0), 1),
+            "nested `{` in the route path",
+            None,
+        ));
+    }
+    let (name, converter) = match inner.split_once(':') {
+        Some((name, converter)) => (name, Some(converter)),
+        None => (inner, None),
+    };
+    if name.is_empty() {
+        return Err(error(
+            range,
+            "empty parameter name",
+            Some("name the parameter, such as `{room}`"),
+        ));
+    }
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid_name {
+        return Err(error(
+            at(1, name.len()),
+            format!("invalid parameter name `{name}`"),
+            Some(
+                "a parameter name is an identifier: the name of the handler's parameter that receives it",
+            ),
+        ));
+    }
+    let converter = match converter {
+        None => Converter::Str,
+        Some(c) => Converter::parse(c).ok_or_else(|| {
+            error(
+                at(2 + name.len(), c.len()),
+                format!("unknown converter `{c}`"),
+                Some(CONVERTERS),
+            )
+        })?,
+    };
+    Ok(Segment::Param { name, converter })
+}
+
+/// The template in axum's syntax: converters dropped, a `path` parameter as a catch-all.
+pub(crate) fn axum_path(segments: &[Segment<'_>]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        path.push('/');
+        match segment {
+            Segment::Static(s) => path.push_str(s),
+            Segment::Param {
+                name,
+                converter: Converter::Path,
+            } => {
+                path.push_str("{*");
+                path.push_str(name);
+                path.push('}');
+            }
+            Segment::Param { name, .. } => {
+                path.push('{');
+                path.push_str(name);
+                path.push('}');
+            }
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(template: &str) -> (Range<usize>, String) {
+        let e = parse(template).unwrap_err();
+        (e.range, e.message)
+    }
+
+    #[test]
+    fn parses_and_renders_for_axum() {
+        let cases = [
+            ("/", "/"),
+            ("/chat/{room}", "/chat/{room}"),
+            ("/items/{id:int}", "/items/{id}"),
+            ("/files/{rest:path}", "/files/{*rest}"),
+            ("/a/{x:slug}/b/{y:uuid}/", "/a/{x}/b/{y}/"),
+        ];
+        for (template, axum) in cases {
+            assert_eq!(axum_path(&parse(template).unwrap()), axum, "{template}");
+        }
+        assert_eq!(
+            parse("/items/{id:int}").unwrap(),
+            [
+                Segment::Static("items"),
+                Segment::Param {
+                    name: "id",
+                    converter: Converter::Int
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_the_mistake_and_where() {
+        assert_eq!(message("").1, "the route path is empty");
+        assert_eq!(
+            message("chat"),
+            (0..1, "the route path must start with `/`".into())
+        );
+        assert_eq!(
+            message("/a//b"),
+            (2..4, "empty segment in the route path".into())
+        );
+        assert_eq!(
+            message("/chat/{room"),
+            (6..11, "unclosed `{` in the route path".into())
+        );
+        assert_eq!(
+            message("/chat/room}"),
+            (10..11, "unmatched `}` in the route path".into())
+        );
+        assert_eq!(message("/chat/{}"), (6..8, "empty parameter name".into()));
+        assert_eq!(
+            message("/chat/{1x}"),
+            (7..9, "invalid parameter name `1x`".into())
+        );
+        assert_eq!(
+            message("/chat/{a-b}"),
+            (7..10, "invalid parameter name `a-b`".into())
+        );
+        assert_eq!(
+            message("/i/{id:number}"),
+            (7..13, "unknown converter `number`".into())
+        );
+        assert_eq!(
+            message("/{a}/{a}"),
+            (5..8, "duplicate parameter `a`".into())
+        );
+        assert_eq!(
+            message("/{rest:path}/x"),
+            (1..12, "`{rest:path}` must be the last segment".into())
+        );
+        assert_eq!(
+            message("/file{id}.txt").1,
+            "a path parameter must be a whole segment"
+        );
+        assert_eq!(
+            message("/a b"),
+            (2..3, "whitespace in the route path".into())
+        );
+        assert_eq!(
+            message("/:id").1,
+            "parameters are written `{name}`, not `:name`"
+        );
+        assert_eq!(
+            message("/x/*rest").1,
+            "invalid character `*` in the route path"
+        );
+    }
+}

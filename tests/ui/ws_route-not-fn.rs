@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[ws_route("/chat")]
+struct Handler;
+
+fn main() {}
