@@ -330,6 +330,13 @@ mod conflicts {
 
         #[ws_route("/live")]
         async fn live(mut ws: WebSocket) -> Result<(), WsError> {
+            ws.accept().await?;
+            ws.send_text("websocket").await
+        }
+
+        #[ws_route("/items/{name}")]
+        async fn item(mut ws: WebSocket, name: String) -> Result<(), WsError> {
+            let _ = name;
             ws.accept().await
         }
     }
@@ -378,16 +385,45 @@ mod conflicts {
         assert_eq!(lines(&message).len(), 2, "{message}");
     }
 
+    #[tokio::test]
+    async fn an_http_route_may_share_a_websocket_path_and_gets_the_other_methods() {
+        let app = App::builder()
+            .only_module(format!("{}::with_http", module_path!()))
+            .route("/live", post(|| async { "http" }))
+            .build()
+            .unwrap();
+        let server = TestServer::start(app).await;
+        let response = server.post_json("/live", &json!({})).await;
+        assert_eq!(
+            (response.status.as_u16(), response.body.as_str()),
+            (200, "http")
+        );
+        let mut client = server.connect("/live").await;
+        assert_eq!(client.recv_text().await, "websocket");
+        drop(client);
+        server.shutdown().await;
+    }
+
     #[test]
-    fn an_http_route_on_a_websocket_path_is_an_error() {
+    fn overlapping_http_routes_are_errors() {
         let error = App::builder()
             .only_module(format!("{}::with_http", module_path!()))
-            .route("/live", get(|| async { "http" }))
+            .route("/items/{id}", get(|| async { "http" }))
             .build()
             .unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("HTTP route `/live`"), "{message}");
-        assert!(message.contains("WebSocket route `/live`"), "{message}");
+        assert!(message.contains("HTTP route `/items/{id}`"), "{message}");
+        assert!(
+            message.contains("WebSocket route `/items/{name}`"),
+            "{message}"
+        );
+        let error = App::builder()
+            .only_module(format!("{}::with_http", module_path!()))
+            .route("/twice", get(|| async { "a" }))
+            .route("/twice", post(|| async { "b" }))
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("given twice"), "{error}");
         let error = App::builder()
             .only_module(format!("{}::with_http", module_path!()))
             .route("no-slash", get(|| async { "http" }))

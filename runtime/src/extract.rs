@@ -103,3 +103,15 @@ where
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 }
+
+impl<S> FromRequestParts<S> for crate::ChannelBox
+where
+    App: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(App::from_ref(state).channels())
+    }
+}

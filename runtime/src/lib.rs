@@ -5,6 +5,8 @@
 extern crate self as switchboard;
 
 mod app;
+pub mod broker;
+pub mod channel;
 mod error;
 pub mod event;
 mod extract;
@@ -16,6 +18,9 @@ pub use app::{App, Builder, Server, Shutdown};
 /// axum, which Switchboard is built on: for HTTP routes and your own extractors, without a
 /// dependency of your own.
 pub use axum;
+pub use channel::{
+    AddStatus, Channel, ChannelBox, PayloadType, RemoveStatus, SendReport, SlowConsumer,
+};
 pub use error::{Error, ErrorKind};
 pub use event::{
     EmitReport, EventContext, EventId, EventMeta, EventMetrics, Events, FromEventContext,
@@ -40,8 +45,8 @@ pub use switchboard_macros::ws_route;
 pub mod prelude {
     pub use crate::ws::{Message, WebSocket, WsError, close_code};
     pub use crate::{
-        App, EmitReport, EventMeta, Events, ListenOptions, ListenerHandle, Priority, State, on,
-        once, ws_route,
+        App, Channel, ChannelBox, EmitReport, EventMeta, Events, ListenOptions, ListenerHandle,
+        Priority, State, on, once, ws_route,
     };
     pub use serde_json::{Value, json};
 }

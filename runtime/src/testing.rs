@@ -50,12 +50,28 @@ use crate::{App, Error, Shutdown};
 /// How long a helper waits for something before it panics.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An app served on `127.0.0.1` at a free port, without signal handlers.
+/// An app served on `127.0.0.1` at a free port, without signal handlers. It derefs to a
+/// [`Remote`] for its clients.
 #[derive(Debug)]
 pub struct TestServer {
-    addr: SocketAddr,
+    remote: Remote,
     shutdown: Shutdown,
     task: JoinHandle<Result<(), Error>>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+/// A server at an address (a [`TestServer`], or any other process): WebSocket and HTTP
+/// clients for it.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    addr: SocketAddr,
 }
 
 impl TestServer {
@@ -70,10 +86,31 @@ impl TestServer {
         let shutdown = server.shutdown_handle();
         let task = tokio::spawn(server.run());
         TestServer {
-            addr,
+            remote: Remote { addr },
             shutdown,
             task,
         }
+    }
+
+    /// Triggers a graceful shutdown and waits for the server to finish it.
+    pub async fn shutdown(self) {
+        self.shutdown.trigger();
+        self.task
+            .await
+            .expect("the server task")
+            .expect("the server ran without error");
+    }
+
+    /// The shutdown handle of the served app.
+    pub fn shutdown_handle(&self) -> &Shutdown {
+        &self.shutdown
+    }
+}
+
+impl Remote {
+    /// A server listening at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
     }
 
     /// The address served.
@@ -100,8 +137,10 @@ impl TestServer {
     /// A WebSocket handshake to `path` with headers or subprotocols of your choice.
     pub fn client(&self, path: &str) -> ClientRequest {
         ClientRequest {
+            addr: self.addr,
             url: self.ws_url(path),
             headers: Vec::new(),
+            receive_buffer: None,
         }
     }
 
@@ -145,20 +184,6 @@ impl TestServer {
             body: String::from_utf8_lossy(&body).into_owned(),
         }
     }
-
-    /// Triggers a graceful shutdown and waits for the server to finish it.
-    pub async fn shutdown(self) {
-        self.shutdown.trigger();
-        self.task
-            .await
-            .expect("the server task")
-            .expect("the server ran without error");
-    }
-
-    /// The shutdown handle of the served app.
-    pub fn shutdown_handle(&self) -> &Shutdown {
-        &self.shutdown
-    }
 }
 
 /// An HTTP response: status, headers, body as text.
@@ -193,8 +218,10 @@ pub struct Refused {
 #[derive(Debug)]
 #[must_use = "nothing connects until `.connect()` is awaited"]
 pub struct ClientRequest {
+    addr: SocketAddr,
     url: String,
     headers: Vec<(HeaderName, HeaderValue)>,
+    receive_buffer: Option<u32>,
 }
 
 impl ClientRequest {
@@ -213,6 +240,13 @@ impl ClientRequest {
         self.header("sec-websocket-protocol", &value)
     }
 
+    /// Asks the kernel for a small receive buffer (`SO_RCVBUF`), so a client that stops
+    /// reading backs the server up after little data.
+    pub fn receive_buffer(mut self, bytes: u32) -> Self {
+        self.receive_buffer = Some(bytes);
+        self
+    }
+
     /// Performs the handshake: the client, or the refusal's status and body.
     pub async fn connect(self) -> Result<TestClient, Refused> {
         let mut request = self
@@ -223,7 +257,14 @@ impl ClientRequest {
         for (name, value) in self.headers {
             request.headers_mut().append(name, value);
         }
-        let connect = tokio_tungstenite::connect_async(request);
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        if let Some(bytes) = self.receive_buffer {
+            socket
+                .set_recv_buffer_size(bytes)
+                .expect("set the receive buffer");
+        }
+        let stream = socket.connect(self.addr).await.expect("connect");
+        let connect = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
         match tokio::time::timeout(TIMEOUT, connect)
             .await
             .expect("the handshake within the timeout")

@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{App, AppInner, registry};
+use crate::broker::{Broker, Local};
+use crate::channel::groups::{Groups, GroupsConfig};
+use crate::channel::{HistoryLimits, SlowConsumer};
 use crate::event::Callable;
 use crate::event::bus::{Bus, BusConfig, Spec};
 use crate::ws::WsSettings;
@@ -51,6 +54,8 @@ pub struct Builder {
     shutdown_timeout: Duration,
     http: Vec<HttpRoute>,
     fallback: Option<Router<App>>,
+    broker: Arc<dyn Broker>,
+    groups: GroupsConfig,
 }
 
 impl std::fmt::Debug for Builder {
@@ -90,6 +95,15 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(10),
             http: Vec::new(),
             fallback: None,
+            broker: Arc::new(Local),
+            groups: GroupsConfig {
+                slow_consumer: SlowConsumer::Close,
+                history: HistoryLimits {
+                    max_entries: 100,
+                    max_bytes: 1024 * 1024,
+                },
+                sweep_interval: Duration::from_secs(1),
+            },
         }
     }
 
@@ -213,9 +227,13 @@ impl Builder {
         self
     }
 
-    /// Adds an HTTP route. Its path is checked against the WebSocket routes when the app is
-    /// built: a conflict is an error, not a panic. Handlers can take [`App`],
-    /// [`Events`](crate::Events), [`State<T>`](crate::State) and any axum extractor.
+    /// Adds an HTTP route. Handlers can take [`App`], [`Events`](crate::Events),
+    /// [`ChannelBox`](crate::ChannelBox), [`State<T>`](crate::State) and any axum extractor.
+    ///
+    /// A route may share the exact path of a WebSocket route (`POST /notifications` beside the
+    /// `/notifications` WebSocket): there, GET is the WebSocket handshake and every other method
+    /// goes to this route. Any other overlap (the same path twice, or patterns the router cannot
+    /// tell apart) is an error when the app is built, not a panic.
     ///
     /// ```
     /// use axum::routing::post;
@@ -226,7 +244,10 @@ impl Builder {
     /// }
     ///
     /// # fn main() -> Result<(), switchboard::Error> {
-    /// let app = App::builder().route("/notifications", post(notify)).build()?;
+    /// let app = App::builder()
+    ///     .only_module(module_path!())
+    ///     .route("/notifications", post(notify))
+    ///     .build()?;
     /// # let _ = app; Ok(()) }
     /// ```
     pub fn route(mut self, path: &str, method_router: MethodRouter<App>) -> Self {
@@ -234,6 +255,34 @@ impl Builder {
             path: path.to_owned(),
             method_router,
         });
+        self
+    }
+
+    /// What a group send does to a member whose outbound queue is full (default
+    /// [`SlowConsumer::Close`]: close it with 1008).
+    pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
+        self.groups.slow_consumer = policy;
+        self
+    }
+
+    /// The bounds of each group's history (default 100 entries and 1 MiB).
+    pub fn history_limits(mut self, max_entries: usize, max_bytes: usize) -> Self {
+        self.groups.history = HistoryLimits {
+            max_entries,
+            max_bytes,
+        };
+        self
+    }
+
+    /// How often expired channels are looked for (default 1 s).
+    pub fn expiry_sweep_interval(mut self, interval: Duration) -> Self {
+        self.groups.sweep_interval = interval;
+        self
+    }
+
+    /// Where groups live (default [`Local`]: this process only).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Arc::new(broker);
         self
     }
 
@@ -277,9 +326,11 @@ impl Builder {
             .write_buffer_size(self.write_buffer_size)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
-        Ok(App {
+        let groups = Arc::new(Groups::new(self.broker, self.groups));
+        let app = App {
             inner: Arc::new(AppInner {
                 bus: Arc::new(bus),
+                groups: groups.clone(),
                 states: self.states,
                 tasks: TaskTracker::new(),
                 ws: WsSettings {
@@ -293,7 +344,10 @@ impl Builder {
                 fallback: self.fallback,
                 shutdown: CancellationToken::new(),
             }),
-        })
+        };
+        groups.attach(app.downgrade());
+        groups.broker.attach(groups.inbox());
+        Ok(app)
     }
 
     fn check(&self) -> Result<(), Error> {
@@ -305,6 +359,10 @@ impl Builder {
             "read_buffer_size must be at least 1"
         } else if self.conn.max_queue_bytes == 0 {
             "outbound_queue_bytes must be at least 1"
+        } else if self.groups.sweep_interval.is_zero() {
+            "expiry_sweep_interval must be more than zero"
+        } else if self.groups.history.max_entries == 0 {
+            "history_limits needs room for at least one entry"
         } else if self.conn.ping_interval == Some(Duration::ZERO) {
             "ping_interval must be more than zero (use disable_pings to turn pings off)"
         } else {

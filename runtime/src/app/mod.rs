@@ -6,7 +6,7 @@ mod serve;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ pub use builder::Builder;
 pub use serve::{Server, Shutdown};
 
 use crate::Events;
+use crate::channel::groups::Groups;
 use crate::event::bus::Bus;
 use crate::ws::WsSettings;
 use crate::ws::registry::Connections;
@@ -36,6 +37,7 @@ pub struct App {
 
 struct AppInner {
     bus: Arc<Bus>,
+    groups: Arc<Groups>,
     states: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     tasks: TaskTracker,
     ws: WsSettings,
@@ -85,6 +87,14 @@ impl App {
         self.inner.connections.len()
     }
 
+    pub(crate) fn groups(&self) -> &Arc<Groups> {
+        &self.inner.groups
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakApp {
+        WeakApp(Arc::downgrade(&self.inner))
+    }
+
     pub(crate) fn bus(&self) -> &Bus {
         &self.inner.bus
     }
@@ -117,5 +127,21 @@ impl App {
             router = router.fallback_service(fallback.clone().with_state(self.clone()));
         }
         router.with_state(self.clone())
+    }
+}
+
+/// An app that does not keep itself alive (held by parts the app owns).
+#[derive(Clone)]
+pub(crate) struct WeakApp(Weak<AppInner>);
+
+impl WeakApp {
+    pub(crate) fn upgrade(&self) -> Option<App> {
+        self.0.upgrade().map(|inner| App { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakApp")
     }
 }

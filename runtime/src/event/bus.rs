@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use super::context::{EventId, ToJson};
@@ -83,10 +84,25 @@ impl Stats {
     }
 }
 
-/// The listeners that run for one name, in order, and that name's counters.
-pub(super) struct Entry {
-    pub(super) listeners: Box<[Arc<Listener>]>,
+/// The listeners that run for one name, in order.
+pub(super) type Listeners = Vec<Arc<Listener>>;
+
+/// One name's place in the index, stable while the name is known. Its listener list is
+/// replaced whole when listeners change: emits read it without locks, and a replaced list (with
+/// the closures it holds) is dropped as soon as the last emit using it is done. (The map itself
+/// reclaims removed values late, in batches: only slots holding an empty list are removed.)
+pub(super) struct Slot {
+    pub(super) listeners: ArcSwap<Listeners>,
     pub(super) stats: Arc<Stats>,
+}
+
+impl Slot {
+    fn new(listeners: Listeners, stats: Arc<Stats>) -> Self {
+        Self {
+            listeners: ArcSwap::from_pointee(listeners),
+            stats,
+        }
+    }
 }
 
 struct NameState {
@@ -127,7 +143,7 @@ pub(crate) struct BusConfig {
 }
 
 pub(crate) struct Bus {
-    pub(super) index: papaya::HashMap<Box<str>, Arc<Entry>, foldhash::fast::RandomState>,
+    pub(super) index: papaya::HashMap<Box<str>, Arc<Slot>, foldhash::fast::RandomState>,
     registry: Mutex<Registry>,
     wildcards: AtomicUsize,
     next_event: AtomicU64,
@@ -325,11 +341,14 @@ impl Bus {
         self.index
             .pin()
             .get(name)
-            .is_none_or(|e| !e.stats.disabled.load(Ordering::Relaxed))
+            .is_none_or(|slot| !slot.stats.disabled.load(Ordering::Relaxed))
     }
 
     pub(crate) fn metrics(&self, name: &str) -> Option<EventMetrics> {
-        self.index.pin().get(name).map(|e| metrics_of(&e.stats))
+        self.index
+            .pin()
+            .get(name)
+            .map(|slot| metrics_of(&slot.stats))
     }
 
     pub(crate) fn all_metrics(&self) -> Vec<(String, EventMetrics)> {
@@ -347,7 +366,7 @@ impl Bus {
     /// Whether emitting `name` would run anything (used to skip building lifecycle payloads).
     pub(crate) fn has_listeners(&self, name: &str) -> bool {
         match self.index.pin().get(name) {
-            Some(entry) => !entry.listeners.is_empty(),
+            Some(slot) => !slot.listeners.load().is_empty(),
             None => {
                 self.wildcards.load(Ordering::Acquire) > 0 && {
                     let reg = self.lock();
@@ -359,11 +378,11 @@ impl Bus {
         }
     }
 
-    /// Rebuilds the entry of one name from its exact listeners and the matching wildcards; drops
-    /// the name when nothing is left to keep for it.
+    /// Rebuilds the listener list of one name from its exact listeners and the matching
+    /// wildcards; drops the name when nothing is left to keep for it.
     fn rebuild(&self, reg: &mut Registry, name: &str) {
         let Some(state) = reg.names.get(name) else {
-            self.index.pin().remove(name);
+            self.unindex(name);
             return;
         };
         let cached = state.cached;
@@ -374,7 +393,7 @@ impl Bus {
                 reg.cached -= 1;
             }
             reg.names.remove(name);
-            self.index.pin().remove(name);
+            self.unindex(name);
             return;
         }
         let mut listeners = state.exact.clone();
@@ -385,11 +404,23 @@ impl Bus {
                 .cloned(),
         );
         listeners.sort_by_key(|l| l.order());
-        let entry = Entry {
-            listeners: listeners.into_boxed_slice(),
-            stats: state.stats.clone(),
-        };
-        self.index.pin().insert(name.into(), Arc::new(entry));
+        let index = self.index.pin();
+        match index.get(name) {
+            Some(slot) => slot.listeners.store(Arc::new(listeners)),
+            None => {
+                index.insert(
+                    name.into(),
+                    Arc::new(Slot::new(listeners, state.stats.clone())),
+                );
+            }
+        }
+    }
+
+    /// Removes a name from the index, emptying its slot first (the map drops it late).
+    fn unindex(&self, name: &str) {
+        if let Some(slot) = self.index.pin().remove(name) {
+            slot.listeners.store(Arc::default());
+        }
     }
 
     fn rebuild_all(&self, reg: &mut Registry) {
@@ -399,16 +430,16 @@ impl Bus {
         }
     }
 
-    /// The entry for a `name` that is not in the index: the list of matching wildcard listeners,
+    /// The slot of a `name` that is not in the index: the list of matching wildcard listeners,
     /// built and cached (within bounds) on first use.
-    pub(super) fn uncached_entry(&self, name: &str) -> Option<Arc<Entry>> {
+    pub(super) fn uncached_slot(&self, name: &str) -> Option<Arc<Slot>> {
         if self.wildcards.load(Ordering::Acquire) == 0 {
             return None;
         }
         let mut guard = self.lock();
         let reg = &mut *guard;
-        if let Some(entry) = self.index.pin().get(name) {
-            return Some(entry.clone());
+        if let Some(slot) = self.index.pin().get(name) {
+            return Some(slot.clone());
         }
         if reg.cached < WILDCARD_CACHE {
             reg.cached += 1;
@@ -416,17 +447,14 @@ impl Bus {
             self.rebuild(reg, name);
             return self.index.pin().get(name).cloned();
         }
-        let mut listeners: Vec<_> = reg
+        let mut listeners: Listeners = reg
             .wildcards
             .iter()
             .filter(|l| l.wildcard.as_ref().is_some_and(|p| p.matches(name)))
             .cloned()
             .collect();
         listeners.sort_by_key(|l| l.order());
-        Some(Arc::new(Entry {
-            listeners: listeners.into_boxed_slice(),
-            stats: Arc::default(),
-        }))
+        Some(Arc::new(Slot::new(listeners, Arc::default())))
     }
 
     pub(crate) fn next_event_id(&self) -> EventId {

@@ -125,7 +125,7 @@ impl<'a> EventContext<'a> {
 
 /// A listener parameter taken from the event's context rather than from its payload.
 ///
-/// Implemented by [`App`], [`Events`], [`State<T>`](crate::State)
+/// Implemented by [`App`], [`Events`], [`ChannelBox`](crate::ChannelBox), [`State<T>`](crate::State)
 /// and [`EventMeta`]; implement it for your own types to give listeners what they need.
 ///
 /// ```

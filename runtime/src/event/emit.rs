@@ -18,7 +18,7 @@ use std::time::Duration;
 // `std::time::Instant` on the machines this was measured on.
 use quanta::Instant;
 
-use super::bus::{Bus, Entry, LISTENER_ERROR, Listener, Stats};
+use super::bus::{Bus, LISTENER_ERROR, Listener, Listeners, Slot, Stats};
 use super::context::{EventContext, Memo, ToJson, to_json};
 use super::listener::{Failure, ListenerCall, Outcome, panic_message};
 use super::{EmitReport, ListenerError};
@@ -80,8 +80,9 @@ struct Core<'a> {
     memo: Memo,
     report: EmitReport,
     started: Option<Instant>,
-    /// Held once a listener suspended (until then the list is read under the map's guard).
-    entry: Option<Arc<Entry>>,
+    /// Held once a listener suspended (until then the list is read under the map's guard): the
+    /// name's slot (for its counters) and the list this emit runs.
+    entry: Option<(Arc<Slot>, Arc<Listeners>)>,
     /// The next listener to run.
     next: usize,
     /// The listener being awaited, for its label in reports.
@@ -125,14 +126,14 @@ impl<'a> Core<'a> {
         payload: &mut (dyn Any + Send + Sync),
         cx: &mut Context<'_>,
     ) -> Poll<EmitReport> {
-        let Some(entry) = self.entry.take() else {
+        let Some((slot, listeners)) = self.entry.take() else {
             return self.start(payload, cx);
         };
-        let result = match self.run(&entry.listeners, payload, cx) {
-            Step::Done => Poll::Ready(self.finish(&entry.stats)),
+        let result = match self.run(&listeners, payload, cx) {
+            Step::Done => Poll::Ready(self.finish(&slot.stats)),
             Step::Suspended => Poll::Pending,
         };
-        self.entry = Some(entry);
+        self.entry = Some((slot, listeners));
         result
     }
 
@@ -145,29 +146,30 @@ impl<'a> Core<'a> {
         self.report.event_id = self.bus.next_event_id();
         let guard = self.bus.index.pin();
         let owned;
-        let entry = match guard.get(&*self.name) {
-            Some(entry) => entry,
-            None => match self.bus.uncached_entry(&self.name) {
-                Some(entry) => {
-                    owned = entry;
+        let slot = match guard.get(&*self.name) {
+            Some(slot) => slot,
+            None => match self.bus.uncached_slot(&self.name) {
+                Some(slot) => {
+                    owned = slot;
                     &owned
                 }
                 None => return Poll::Ready(self.report.clone()),
             },
         };
-        if entry.stats.disabled.load(Ordering::Relaxed) {
+        if slot.stats.disabled.load(Ordering::Relaxed) {
             self.report.disabled = true;
             return Poll::Ready(self.report.clone());
         }
-        if entry.listeners.is_empty() {
-            entry.stats.record(0, 0, Duration::ZERO);
+        let listeners = slot.listeners.load();
+        if listeners.is_empty() {
+            slot.stats.record(0, 0, Duration::ZERO);
             return Poll::Ready(self.report.clone());
         }
         self.started = Some(Instant::now());
-        match self.run(&entry.listeners, payload, cx) {
-            Step::Done => Poll::Ready(self.finish(&entry.stats)),
+        match self.run(&listeners, payload, cx) {
+            Step::Done => Poll::Ready(self.finish(&slot.stats)),
             Step::Suspended => {
-                self.entry = Some(entry.clone());
+                self.entry = Some((slot.clone(), arc_swap::Guard::into_inner(listeners)));
                 Poll::Pending
             }
         }

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::close_code;
+use crate::channel::ChannelState;
 
 pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 pub(crate) type WsSink = SplitSink<WsStream, WireMessage>;
@@ -166,6 +167,10 @@ pub(crate) struct Conn {
     returned: Mutex<Option<WsSource>>,
     /// A read failed (oversized message, protocol error): the socket may hold unread data.
     read_failed: AtomicBool,
+    /// An abortive close was requested: the writer drops what it holds.
+    aborting: AtomicBool,
+    /// The connection's channel: its groups, payload type, expiry and data.
+    pub(crate) channel: ChannelState,
 }
 
 impl std::fmt::Debug for Conn {
@@ -181,7 +186,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Conn {
-    pub(crate) fn new(config: Arc<ConnConfig>) -> Self {
+    pub(crate) fn new(config: Arc<ConnConfig>, channel: ChannelState) -> Self {
         Self {
             id: ConnectionId::new(),
             config,
@@ -196,6 +201,8 @@ impl Conn {
             peer_close: Mutex::new(None),
             returned: Mutex::new(None),
             read_failed: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
+            channel,
         }
     }
 
@@ -253,6 +260,7 @@ impl Conn {
         if how == Closing::Abort {
             out.queue.clear();
             out.bytes = 0;
+            self.aborting.store(true, Ordering::Relaxed);
         }
         out.close = Some(CloseRequest {
             code,
@@ -263,6 +271,11 @@ impl Conn {
         self.writer.wake();
         self.close_requested.notify_one();
         true
+    }
+
+    /// Whether a close was requested (or the connection is gone).
+    pub(crate) fn is_closing(&self) -> bool {
+        lock(&self.out).closing
     }
 
     /// The close code and reason the server sent, if it closed.
@@ -493,6 +506,11 @@ pub(crate) async fn write_loop(conn: Arc<Conn>, mut sink: WsSink) -> WsSink {
 /// Feeds every frame of the batch, then flushes once. `false` on a write error or a kill.
 async fn write_batch(conn: &Conn, sink: &mut WsSink, batch: &mut VecDeque<Frame>) -> bool {
     while let Some(frame) = batch.pop_front() {
+        if conn.aborting.load(Ordering::Relaxed) {
+            // Closing a slow or dead peer: what it has not taken yet is dropped.
+            batch.clear();
+            break;
+        }
         if !unless_killed(conn, sink.feed(frame.into_wire())).await {
             return false;
         }

@@ -141,6 +141,14 @@ impl fmt::Debug for WsError {
     }
 }
 
+/// A framework error in a handler closes the connection with 1011 "internal error" (so `?`
+/// works on, say, `add_channel_to_group`).
+impl From<crate::Error> for WsError {
+    fn from(error: crate::Error) -> Self {
+        WsError::close(close_code::INTERNAL_ERROR, "internal error").with_source(error)
+    }
+}
+
 impl StdError for WsError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source

@@ -31,6 +31,7 @@ use super::route::{HandlerFailure, RouteRegistration, WsRequest, WsStart, not_fo
 use super::socket::{Decision, Head, WebSocket};
 use super::{close_code, lifecycle};
 use crate::App;
+use crate::channel::ChannelState;
 use crate::event::panic_message;
 
 /// The axum handler of every WebSocket route.
@@ -69,7 +70,10 @@ pub(crate) async fn handle(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let path = parts.uri.path().to_owned();
-    let conn = Arc::new(Conn::new(app.ws().conn.clone()));
+    let conn = Arc::new(Conn::new(
+        app.ws().conn.clone(),
+        ChannelState::new(app.groups()),
+    ));
     let head = Head::new(&parts, params, client);
     let (ws, handshake) = WebSocket::pending(conn.clone(), head, app.clone());
 
@@ -275,6 +279,7 @@ struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.conn.kill();
+        self.app.groups().leave_all(&self.conn);
         self.app.connections().remove(&self.conn);
     }
 }

@@ -1,14 +1,17 @@
 //! The live connections of an app: for the connection cap, for shutdown (axum does not track
 //! upgraded connections), and for reaching a connection by id.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::connection::{Conn, ConnectionId};
 use crate::App;
 
+/// Behind a plain lock (not on a per-message path), so a removed connection is dropped at once:
+/// its socket closes when its last handle goes.
 pub(crate) struct Connections {
-    live: papaya::HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>,
+    live: Mutex<HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>>,
     /// Connections open or being opened (handshakes count from the request on).
     reserved: AtomicUsize,
     max: usize,
@@ -17,7 +20,7 @@ pub(crate) struct Connections {
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connections")
-            .field("live", &self.live.len())
+            .field("live", &self.len())
             .field("max", &self.max)
             .finish()
     }
@@ -40,7 +43,7 @@ impl Drop for Slot {
 impl Connections {
     pub(crate) fn new(max: usize) -> Self {
         Self {
-            live: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            live: Mutex::default(),
             reserved: AtomicUsize::new(0),
             max,
         }
@@ -55,20 +58,31 @@ impl Connections {
         Some(Slot { app: app.clone() })
     }
 
+    fn lock(
+        &self,
+    ) -> MutexGuard<'_, HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn insert(&self, conn: Arc<Conn>) {
-        self.live.pin().insert(conn.id, conn);
+        self.lock().insert(conn.id, conn);
+    }
+
+    pub(crate) fn get(&self, id: &ConnectionId) -> Option<Arc<Conn>> {
+        self.lock().get(id).cloned()
     }
 
     pub(crate) fn remove(&self, conn: &Conn) {
-        self.live.pin().remove(&conn.id);
+        let removed = self.lock().remove(&conn.id);
+        drop(removed); // outside the lock
     }
 
     /// Open connections.
     pub(crate) fn len(&self) -> usize {
-        self.live.len()
+        self.lock().len()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
-        self.live.pin().values().cloned().collect()
+        self.lock().values().cloned().collect()
     }
 }

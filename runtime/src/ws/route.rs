@@ -383,14 +383,31 @@ pub(crate) fn router(
             Err(e) => problems.push(conflict(&describe(r), &e, &owners)),
         }
     }
-    for h in &http {
+    // An HTTP route may share the exact path of a WebSocket route: GET is the handshake, other
+    // methods go to the HTTP route. Any other overlap is a conflict.
+    let mut shared: HashMap<String, MethodRouter<App>> = HashMap::new();
+    let mut own = Vec::new();
+    let mut http_paths = std::collections::HashSet::new();
+    for h in http {
         if let Some(problem) = http_path_problem(&h.path) {
             problems.push(format!("HTTP route `{}`: {problem}", h.path));
+            continue;
+        }
+        if !http_paths.insert(h.path.clone()) {
+            problems.push(format!(
+                "HTTP route `{}` is given twice: give one method router with all its methods",
+                h.path
+            ));
+            continue;
+        }
+        if routes.iter().any(|r| r.axum_path == h.path) {
+            shared.insert(h.path, h.method_router);
             continue;
         }
         match matcher.insert(h.path.as_str(), ()) {
             Ok(()) => {
                 owners.insert(h.path.clone(), format!("HTTP route `{}`", h.path));
+                own.push(h);
             }
             Err(e) => problems.push(conflict(&format!("HTTP route `{}`", h.path), &e, &owners)),
         }
@@ -402,17 +419,18 @@ pub(crate) fn router(
     let mut router = Router::new();
     for r in &routes {
         let route: &'static RouteRegistration = r;
-        router = router.route(
-            route.axum_path,
-            axum::routing::get(
-                move |axum::extract::State(app): axum::extract::State<App>,
-                      request: axum::extract::Request| {
-                    super::handshake::handle(route, app, request)
-                },
-            ),
+        let mut method_router = axum::routing::get(
+            move |axum::extract::State(app): axum::extract::State<App>,
+                  request: axum::extract::Request| {
+                super::handshake::handle(route, app, request)
+            },
         );
+        if let Some(http) = shared.remove(route.axum_path) {
+            method_router = method_router.fallback(http);
+        }
+        router = router.route(route.axum_path, method_router);
     }
-    for h in http {
+    for h in own {
         router = router.route(&h.path, h.method_router);
     }
     Ok((router, routes))

@@ -169,6 +169,10 @@ impl std::fmt::Debug for WebSocket {
 }
 
 impl WebSocket {
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
     pub(crate) fn pending(conn: Arc<Conn>, head: Head, app: App) -> (Self, Arc<Handshake>) {
         let handshake = Arc::new(Handshake::default());
         let ws = Self {
@@ -369,6 +373,7 @@ impl WebSocket {
             self.conn.frame_read();
             match item {
                 Some(Ok(message @ (WireMessage::Text(_) | WireMessage::Binary(_)))) => {
+                    self.conn.channel.touch_if_expiring();
                     return Poll::Ready(Ok(Some(message)));
                 }
                 Some(Ok(WireMessage::Close(frame))) => {

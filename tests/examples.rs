@@ -1,0 +1,371 @@
+//! Each example, started as the program a user runs (`target/debug/examples/NAME`, built by
+//! `cargo test --workspace`) on a free port, and driven over real sockets.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use switchboard::testing::{Received, Remote};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running example.
+struct Example {
+    child: Child,
+    remote: Remote,
+}
+
+impl std::ops::Deref for Example {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+impl Example {
+    /// Starts an example on a free port and waits for its `listening on http://ADDR` line.
+    async fn start(name: &str) -> Example {
+        let binary = binary(name);
+        let mut child = Command::new(&binary)
+            .env("SWITCHBOARD_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    return addr.parse().expect("an address");
+                }
+            }
+            panic!("{name} ended without saying where it listens");
+        })
+        .await
+        .expect("the example starts within 30 s");
+        Example {
+            child,
+            remote: Remote::new(addr),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the example to exit.
+    async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the example exits within 30 s")
+            .expect("wait for the example")
+    }
+}
+
+/// The example's binary, checked to be newer than the sources it is built from.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = target.join("examples").join(name);
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: `cargo test --workspace` builds the examples (or run `cargo build -p switchboard-examples --examples`)",
+                binary.display()
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = ["examples", "runtime/src", "macros/src"]
+        .iter()
+        .map(|dir| newest_file(&root.join(dir)))
+        .max()
+        .expect("sources");
+    assert!(
+        built >= newest,
+        "{} is older than its sources: rebuild with `cargo build -p switchboard-examples --examples` (`cargo test --workspace` does)",
+        binary.display()
+    );
+    binary
+}
+
+fn newest_file(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).expect("a source folder").flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(newest)
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+async fn stats(example: &Example) -> Value {
+    let response = example.get("/stats").await;
+    assert_eq!(response.status, 200);
+    response.json()
+}
+
+/// Polls `/stats` (bounded) until it shows `expected`.
+async fn stats_become(example: &Example, expected: Value) {
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        last = stats(example).await;
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(last, expected);
+}
+
+#[tokio::test]
+async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() {
+    let chat = Example::start("chat").await;
+    let mut red_a = chat.connect("/chat/red").await;
+    let mut red_b = chat.connect("/chat/red").await;
+    let mut blue = chat.connect("/chat/blue").await;
+    stats_become(
+        &chat,
+        json!({"connections": 3, "groups": {"chat_red": 2, "chat_blue": 1}}),
+    )
+    .await;
+
+    for seq in 0..50 {
+        red_a
+            .send_json(&json!({"seq": seq, "text": "héllo ✓"}))
+            .await;
+    }
+    for member in [&mut red_a, &mut red_b] {
+        for seq in 0..50 {
+            let text = member.recv_text().await;
+            assert!(text.contains("héllo ✓"), "non-ASCII is not escaped: {text}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap(),
+                json!({"room": "red", "message": {"seq": seq, "text": "héllo ✓"}})
+            );
+        }
+    }
+    blue.send_json(&json!("only blue")).await;
+    assert_eq!(
+        blue.recv_json::<Value>().await,
+        json!({"room": "blue", "message": "only blue"})
+    );
+    assert_eq!(red_a.recv_within(Duration::from_millis(100)).await, None);
+    assert_eq!(red_b.recv_within(Duration::from_millis(1)).await, None);
+
+    // Room names are percent-decoded.
+    let mut cafe = chat.connect("/chat/caf%C3%A9").await;
+    cafe.send_json(&json!(1)).await;
+    assert_eq!(
+        cafe.recv_json::<Value>().await,
+        json!({"room": "café", "message": 1})
+    );
+    stats_become(
+        &chat,
+        json!({"connections": 4, "groups": {"chat_red": 2, "chat_blue": 1, "chat_café": 1}}),
+    )
+    .await;
+
+    // A closed connection leaves its group; an empty group disappears.
+    blue.close(1000, "bye").await;
+    assert_eq!(blue.expect_close().await.0, 1000);
+    drop(cafe);
+    stats_become(&chat, json!({"connections": 2, "groups": {"chat_red": 2}})).await;
+    drop((red_a, red_b));
+    assert!(chat.terminate().await.success());
+}
+
+#[tokio::test]
+async fn chat_refuses_bad_input_per_connection_and_the_room_carries_on() {
+    let chat = Example::start("chat").await;
+    let mut calm = chat.connect("/chat/lobby").await;
+    let mut broken = chat.connect("/chat/lobby").await;
+    broken.send_text("{not json").await;
+    let (code, reason) = broken.expect_close().await;
+    assert_eq!(code, 1007);
+    assert!(reason.starts_with("invalid JSON"), "{reason}");
+    let mut binary = chat.connect("/chat/lobby").await;
+    binary.send_bytes(vec![0u8, 1, 2]).await;
+    assert_eq!(binary.expect_close().await.0, 1003);
+    let mut huge = chat.connect("/chat/lobby").await;
+    huge.send_json(&json!({"text": "x".repeat(70 * 1024)}))
+        .await;
+    assert_eq!(huge.expect_close().await.0, 1009);
+    // Nothing of that was broadcast; the room still works.
+    calm.send_json(&json!("still here")).await;
+    assert_eq!(
+        calm.recv_json::<Value>().await,
+        json!({"room": "lobby", "message": "still here"})
+    );
+    drop((broken, binary, huge));
+    stats_become(
+        &chat,
+        json!({"connections": 1, "groups": {"chat_lobby": 1}}),
+    )
+    .await;
+    drop(calm);
+    assert!(chat.terminate().await.success());
+}
+
+#[tokio::test]
+async fn chat_serves_its_page_and_shuts_down_gracefully_with_1001() {
+    let chat = Example::start("chat").await;
+    let page = chat.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("new WebSocket"), "a page that chats");
+    let mut a = chat.connect("/chat/x").await;
+    let mut b = chat.connect("/chat/y").await;
+    stats_become(
+        &chat,
+        json!({"connections": 2, "groups": {"chat_x": 1, "chat_y": 1}}),
+    )
+    .await;
+    let closes = tokio::spawn(async move { (a.expect_close().await, b.expect_close().await) });
+    let status = chat.terminate().await;
+    assert!(status.success(), "exits cleanly on SIGTERM: {status}");
+    let (a, b) = closes.await.unwrap();
+    assert_eq!(a, (1001, "server shutting down".into()));
+    assert_eq!(b, (1001, "server shutting down".into()));
+}
+
+#[tokio::test]
+async fn notifications_posted_over_http_reach_every_websocket_subscriber() {
+    let example = Example::start("notifications").await;
+    let mut first = example.connect("/notifications").await;
+    let mut second = example.connect("/notifications").await;
+    // Joining happens after the handshake: wait until both are members.
+    let mut delivered = false;
+    for _ in 0..200 {
+        let response = example
+            .post_json("/notifications", &json!({"probe": true}))
+            .await;
+        assert_eq!(
+            response.json::<Value>(),
+            json!({"listeners": 1, "failed": 0})
+        );
+        let a = first.recv_within(Duration::from_millis(20)).await;
+        let b = second.recv_within(Duration::from_millis(20)).await;
+        if a.is_some() && b.is_some() {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "both subscribers joined");
+    let response = example
+        .post_json("/notifications", &json!({"text": "deploy finished"}))
+        .await;
+    assert_eq!(response.status, 200);
+    for client in [&mut first, &mut second] {
+        loop {
+            let message: Value = client.recv_json().await;
+            if message != json!({"probe": true}) {
+                assert_eq!(message, json!({"text": "deploy finished"}));
+                break;
+            }
+        }
+    }
+    drop((first, second));
+    assert!(example.terminate().await.success());
+}
+
+#[tokio::test]
+async fn namespaced_events_reach_namespace_listeners() {
+    let example = Example::start("namespaced").await;
+    let mut client = example.connect("/ws").await;
+    client.send_text("hello").await;
+    assert_eq!(
+        client.recv_json::<Value>().await,
+        json!({"echo": "hello", "event": "websocket:message.received"})
+    );
+    client.send_text("again").await;
+    assert_eq!(client.recv_json::<Value>().await["echo"], "again");
+    let events: Value = example.get("/events").await.json();
+    // `connected` and two `message.received`, seen by `websocket:**`.
+    assert_eq!(events, json!({"seen": 3, "messages": 2}));
+    drop(client);
+    assert!(example.terminate().await.success());
+}
+
+#[tokio::test]
+async fn welcome_greets_the_first_connection_once_and_connections_hear_who_joins() {
+    let example = Example::start("welcome").await;
+    let mut first = example.connect("/ws").await;
+    assert_eq!(first.recv_json::<Value>().await, json!({"type": "welcome"}));
+    let mut second = example.connect("/ws").await;
+    let joined: Value = first.recv_json().await;
+    assert_eq!(joined["type"], "joined");
+    // The second connection is not welcomed (once per app) and hears of no one before it.
+    assert_eq!(second.recv_within(Duration::from_millis(100)).await, None);
+    // When the first leaves, its connection-scoped listener goes with it.
+    first.close(1000, "").await;
+    first.expect_close().await;
+    let mut third = example.connect("/ws").await;
+    let joined: Value = second.recv_json().await;
+    assert_eq!(joined["type"], "joined");
+    assert_eq!(third.recv_within(Duration::from_millis(100)).await, None);
+    drop((second, third));
+    assert!(example.terminate().await.success());
+}
+
+#[tokio::test]
+async fn errors_reach_one_central_listener() {
+    let example = Example::start("errors").await;
+    let mut client = example.connect("/orders").await;
+    client
+        .send_json(&json!({"item": "tea", "quantity": 2}))
+        .await;
+    assert_eq!(
+        client.recv_json::<Value>().await,
+        json!({"accepted": "tea", "quantity": 2})
+    );
+    client
+        .send_json(&json!({"item": "tea", "quantity": 0}))
+        .await;
+    assert_eq!(
+        client.expect_close().await,
+        (4422, "no quantity for tea".into())
+    );
+    let mut client = example.connect("/orders").await;
+    client.send_text("{broken").await;
+    assert_eq!(client.expect_close().await.0, 1007);
+    let mut recorded = Value::Null;
+    for _ in 0..200 {
+        recorded = example.get("/errors").await.json();
+        if recorded.as_array().is_some_and(|a| a.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let recorded = recorded.as_array().expect("a list").clone();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(recorded[0]["path"], "/orders");
+    assert_eq!(recorded[0]["code"], 4422);
+    assert_eq!(recorded[1]["code"], 1007);
+    assert!(
+        recorded[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON")
+    );
+    assert!(matches!(
+        client.recv().await,
+        Received::Ended | Received::Close(..)
+    ));
+    assert!(example.terminate().await.success());
+}
