@@ -83,7 +83,7 @@ impl Builder {
             },
             max_message_size: 64 * 1024,
             read_buffer_size: 4 * 1024,
-            write_buffer_size: 64 * 1024,
+            write_buffer_size: 128 * 1024,
             conn: ConnConfig {
                 max_queue_bytes: 4 * 1024 * 1024,
                 ping_interval: Some(Duration::from_secs(25)),
@@ -159,8 +159,9 @@ impl Builder {
         self
     }
 
-    /// How many bytes of outgoing frames are gathered before a write (default 64 KiB): the
-    /// writer feeds everything queued and flushes once, so bursts go out in few system calls.
+    /// How many bytes of outgoing frames are gathered before a write (default 128 KiB, as
+    /// tungstenite and axum): the writer feeds everything queued and flushes once, so bursts go
+    /// out in few system calls. The buffer only grows when a connection has that much to send.
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.write_buffer_size = bytes;
         self

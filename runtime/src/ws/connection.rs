@@ -1,39 +1,78 @@
-//! One connection's shared state: its bounded outbound queue and close lane, the writer task
-//! that owns the socket's sink, and keep-alive.
+//! One connection's shared state: its bounded outbound queue and close lane, the socket its
+//! reader and writer share, the writer task, and keep-alive.
 //!
 //! Everything sent to a client (by its handler, a group, or the framework) goes through the
 //! queue, which is bounded by bytes. The writer takes everything queued at once, feeds it to the
-//! socket and flushes once. A close request goes through a separate lane: it is accepted even
-//! when the queue is full, and the connection is killed if the close cannot complete in time.
+//! socket under one lock and flushes once. A close request goes through a separate lane: it is
+//! accepted even when the queue is full, and the connection is killed if the close cannot
+//! complete in time.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
+use futures_util::{Sink, Stream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
-use tokio_util::sync::CancellationToken;
+use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage, Utf8Bytes};
 
 use super::close_code;
 use crate::channel::ChannelState;
 
 pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
-pub(crate) type WsSink = SplitSink<WsStream, WireMessage>;
-pub(crate) type WsSource = SplitStream<WsStream>;
+
+/// The socket, shared by the reader (the handler's `WebSocket`) and the writer task. Each takes
+/// the lock for one poll only (never across an `.await`): the writer once per batch of frames,
+/// the reader once per read.
+pub(crate) struct Socket(Mutex<WsStream>);
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Socket")
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(stream: WsStream) -> Arc<Self> {
+        Arc::new(Socket(Mutex::new(stream)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WsStream> {
+        lock(&self.0)
+    }
+
+    /// The next message from the client.
+    pub(crate) fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<WireMessage, WireError>>> {
+        Pin::new(&mut *self.lock()).poll_next(cx)
+    }
+
+    /// Reads and drops raw bytes (after a read error, tungstenite can no longer parse the
+    /// stream): `Ready(true)` at the end of the stream.
+    pub(crate) fn poll_discard(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut buf = [0u8; 4096];
+        let mut buf = ReadBuf::new(&mut buf);
+        let mut stream = self.lock();
+        match ready!(Pin::new(stream.get_mut()).poll_read(cx, &mut buf)) {
+            Ok(()) => Poll::Ready(buf.filled().is_empty()),
+            Err(_) => Poll::Ready(true),
+        }
+    }
+}
 
 /// The id of a connection, which is also the id of its channel: a random UUID, unique across
 /// servers.
@@ -153,8 +192,8 @@ pub(crate) struct Conn {
     space: Notify,
     /// Signalled on the first close request (the connection task arms the close deadline).
     pub(crate) close_requested: Notify,
-    /// Cancelled when the connection is killed: the writer stops, reads return "closed".
-    killed: CancellationToken,
+    /// Set when the connection is killed: the writer stops, reads return "closed".
+    killed: AtomicBool,
     /// Frames read from the client (pongs included): keep-alive compares it across a ping.
     rx_frames: AtomicU64,
     /// A read is waiting for the client: only then does a missing pong mean a dead peer.
@@ -162,9 +201,6 @@ pub(crate) struct Conn {
     /// The client's close frame (code, reason), or an abnormal end; and whether the client
     /// closed first (rather than answering the server's close).
     peer_close: Mutex<Option<(u16, String, bool)>>,
-    /// The read half, given back by the handler's `WebSocket` when dropped, to finish the close
-    /// handshake.
-    returned: Mutex<Option<WsSource>>,
     /// A read failed (oversized message, protocol error): the socket may hold unread data.
     read_failed: AtomicBool,
     /// An abortive close was requested: the writer drops what it holds.
@@ -195,11 +231,10 @@ impl Conn {
             reader: AtomicWaker::new(),
             space: Notify::new(),
             close_requested: Notify::new(),
-            killed: CancellationToken::new(),
+            killed: AtomicBool::new(false),
             rx_frames: AtomicU64::new(0),
             read_pending: AtomicBool::new(false),
             peer_close: Mutex::new(None),
-            returned: Mutex::new(None),
             read_failed: AtomicBool::new(false),
             aborting: AtomicBool::new(false),
             channel,
@@ -238,12 +273,8 @@ impl Conn {
             match self.offer(&frame) {
                 Offer::Queued => return Ok(()),
                 Offer::Closed => return Err(super::WsError::closed()),
-                Offer::Full => {
-                    tokio::select! {
-                        _ = space => {}
-                        _ = self.killed.cancelled() => return Err(super::WsError::closed()),
-                    }
-                }
+                // A kill wakes the waiters too.
+                Offer::Full => space.await,
             }
         }
     }
@@ -286,13 +317,14 @@ impl Conn {
     /// Ends the connection now: the writer stops, reads return "closed".
     pub(crate) fn kill(&self) {
         lock(&self.out).closing = true;
-        self.killed.cancel();
+        self.killed.store(true, Ordering::Release);
         self.reader.wake();
         self.writer.wake();
+        self.space.notify_waiters();
     }
 
     pub(crate) fn is_killed(&self) -> bool {
-        self.killed.is_cancelled()
+        self.killed.load(Ordering::Acquire)
     }
 
     // The read side (used by the handler's `WebSocket`).
@@ -342,62 +374,38 @@ impl Conn {
         self.read_failed.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn give_back(&self, source: WsSource) {
-        *lock(&self.returned) = Some(source);
-    }
-
-    pub(crate) fn take_back(&self) -> Option<WsSource> {
-        lock(&self.returned).take()
-    }
-
-    /// The writer's next job.
-    fn poll_job(
-        &self,
-        cx: &mut Context<'_>,
-        batch: &mut VecDeque<Frame>,
-        keepalive: &mut Keepalive,
-    ) -> Poll<Job> {
-        self.writer.register(cx.waker());
-        loop {
-            if let Some(job) = self.next_job(batch) {
-                return Poll::Ready(job);
-            }
-            match keepalive.poll(cx, self) {
-                Poll::Ready(Beat::Ping) => return Poll::Ready(Job::Ping),
-                // Through the close lane, so the close deadline and the reader see it.
-                Poll::Ready(Beat::Dead) => {
-                    self.close(
-                        close_code::INTERNAL_ERROR,
-                        "keepalive ping timeout",
-                        Closing::Abort,
-                    );
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    fn next_job(&self, batch: &mut VecDeque<Frame>) -> Option<Job> {
-        if self.is_killed() {
-            return Some(Job::Exit);
-        }
+    /// Takes what there is to write: the queue into `batch`, or a close request (a graceful
+    /// close waits until the queue is written).
+    fn take_work(&self, batch: &mut VecDeque<Frame>) -> Option<Control> {
         let mut out = lock(&self.out);
         if let Some(close) = &out.close
             && (close.how == Closing::Abort || out.queue.is_empty())
         {
-            return Some(Job::Close(out.close.take().expect("checked")));
+            let close = out.close.take().expect("checked");
+            return Some(Control::Close(close));
         }
         if !out.queue.is_empty() {
             std::mem::swap(&mut out.queue, batch);
             out.bytes = 0;
-            // Do not keep a burst's worth of capacity on an idle connection.
-            if out.queue.capacity() > 1024 {
-                out.queue = VecDeque::new();
-            }
-            return Some(Job::Data);
         }
         None
     }
+
+    /// Gives back the memory a burst left in the queue, once the connection is idle.
+    fn shrink(&self, batch: &mut VecDeque<Frame>) {
+        const KEEP: usize = 64;
+        batch.shrink_to(KEEP);
+        let mut out = lock(&self.out);
+        if out.queue.capacity() > KEEP && out.queue.len() <= KEEP {
+            out.queue.shrink_to(KEEP);
+        }
+    }
+}
+
+/// A frame of the writer's own: a ping, or the close frame (after which it stops).
+enum Control {
+    Ping,
+    Close(CloseRequest),
 }
 
 /// What keep-alive asks of the writer.
@@ -405,13 +413,6 @@ enum Beat {
     Ping,
     /// No pong while a read was waiting: close the connection.
     Dead,
-}
-
-enum Job {
-    Data,
-    Close(CloseRequest),
-    Ping,
-    Exit,
 }
 
 /// Server pings, and the decision that a silent peer is dead.
@@ -468,67 +469,128 @@ impl Keepalive {
     }
 }
 
-/// The writer task: owns the sink; ends after sending the close frame, on a write error, or
-/// when the connection is killed, and gives the sink back (to finish the close).
-pub(crate) async fn write_loop(conn: Arc<Conn>, mut sink: WsSink) -> WsSink {
-    let mut keepalive = Keepalive::new(&conn.config);
-    let mut batch = VecDeque::new();
-    loop {
-        let job = poll_fn(|cx| conn.poll_job(cx, &mut batch, &mut keepalive)).await;
-        let written = match job {
-            Job::Exit => return sink,
-            Job::Data => {
-                let result = write_batch(&conn, &mut sink, &mut batch).await;
-                conn.space.notify_waiters();
-                result
+/// The writer task: ends after sending the close frame, on a write error, or when the
+/// connection is killed.
+pub(crate) async fn write_loop(conn: Arc<Conn>, socket: Arc<Socket>) {
+    let mut writer = Writer {
+        keepalive: Keepalive::new(&conn.config),
+        batch: VecDeque::new(),
+        control: None,
+        flushing: false,
+        closed: None,
+    };
+    poll_fn(|cx| writer.poll(cx, &conn, &socket)).await;
+}
+
+struct Writer {
+    keepalive: Keepalive,
+    /// Frames taken from the queue, not yet given to the socket.
+    batch: VecDeque<Frame>,
+    /// A ping or close frame waiting to be given to the socket.
+    control: Option<Control>,
+    /// Frames were given to the socket and not flushed yet.
+    flushing: bool,
+    /// The close frame was given to the socket: how the connection closes.
+    closed: Option<Closing>,
+}
+
+impl Writer {
+    /// Writes until there is nothing to write (`Pending`, woken by the queue, the timer or the
+    /// socket) or the writer is done (`Ready`).
+    fn poll(&mut self, cx: &mut Context<'_>, conn: &Conn, socket: &Socket) -> Poll<()> {
+        conn.writer.register(cx.waker());
+        loop {
+            if conn.is_killed() {
+                return Poll::Ready(());
             }
-            Job::Ping => unless_killed(&conn, sink.send(WireMessage::Ping(Bytes::new()))).await,
-            Job::Close(close) => {
-                let frame = CloseFrame {
-                    code: close.code.into(),
-                    reason: close.reason.into(),
-                };
-                // Errors here mean the peer is gone or closed first: nothing more to do.
-                let _ = unless_killed(&conn, sink.send(WireMessage::Close(Some(frame)))).await;
-                if close.how == Closing::Abort {
-                    conn.kill();
+            if self.batch.is_empty() && self.control.is_none() && !self.flushing {
+                if let Some(closed) = self.closed {
+                    if closed == Closing::Abort {
+                        // No answer is awaited from a peer that is gone or too slow.
+                        conn.kill();
+                    }
+                    return Poll::Ready(());
                 }
-                return sink;
+                self.control = conn.take_work(&mut self.batch);
+                if self.batch.is_empty() && self.control.is_none() {
+                    match self.keepalive.poll(cx, conn) {
+                        Poll::Ready(Beat::Ping) => {
+                            // Idle for a ping interval at most: a good time to give back what
+                            // a burst grew, without regrowing it in the middle of one.
+                            conn.shrink(&mut self.batch);
+                            self.control = Some(Control::Ping);
+                        }
+                        // Through the close lane, so the close deadline and the reader see it.
+                        Poll::Ready(Beat::Dead) => {
+                            conn.close(
+                                close_code::INTERNAL_ERROR,
+                                "keepalive ping timeout",
+                                Closing::Abort,
+                            );
+                            continue;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
             }
-        };
-        if !written {
-            conn.kill();
-            return sink;
+            match self.write(cx, conn, socket) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    conn.kill();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
-}
 
-/// Feeds every frame of the batch, then flushes once. `false` on a write error or a kill.
-async fn write_batch(conn: &Conn, sink: &mut WsSink, batch: &mut VecDeque<Frame>) -> bool {
-    while let Some(frame) = batch.pop_front() {
-        if conn.aborting.load(Ordering::Relaxed) {
-            // Closing a slow or dead peer: what it has not taken yet is dropped.
-            batch.clear();
-            break;
+    /// Feeds the batch and the control frame to the socket and flushes, under one lock.
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &Conn,
+        socket: &Socket,
+    ) -> Poll<Result<(), WireError>> {
+        let mut stream = socket.lock();
+        let mut stream = Pin::new(&mut *stream);
+        while !self.batch.is_empty() {
+            if conn.aborting.load(Ordering::Relaxed) {
+                // Closing a slow or dead peer: what it has not taken yet is dropped.
+                self.batch.clear();
+                break;
+            }
+            ready!(stream.as_mut().poll_ready(cx))?;
+            let frame = self.batch.pop_front().expect("not empty");
+            stream.as_mut().start_send(frame.into_wire())?;
+            self.flushing = true;
         }
-        if !unless_killed(conn, sink.feed(frame.into_wire())).await {
-            return false;
+        if let Some(control) = &self.control {
+            ready!(stream.as_mut().poll_ready(cx))?;
+            let message = match control {
+                Control::Ping => WireMessage::Ping(Bytes::new()),
+                Control::Close(close) => WireMessage::Close(Some(CloseFrame {
+                    code: close.code.into(),
+                    reason: close.reason.as_str().into(),
+                })),
+            };
+            if let Some(Control::Close(close)) = self.control.take() {
+                self.closed = Some(close.how);
+            }
+            // After a close, errors mean the peer is gone or closed first: nothing more to do.
+            let sent = stream.as_mut().start_send(message);
+            if self.closed.is_none() {
+                sent?;
+            }
+            self.flushing = true;
         }
-    }
-    if batch.capacity() > 1024 {
-        *batch = VecDeque::new();
-    }
-    unless_killed(conn, SinkExt::<WireMessage>::flush(sink)).await
-}
-
-/// Completes a write unless the connection is killed first. `true` when it succeeded.
-async fn unless_killed<E>(
-    conn: &Conn,
-    write: impl std::future::Future<Output = Result<(), E>>,
-) -> bool {
-    tokio::select! {
-        biased;
-        _ = conn.killed.cancelled() => false,
-        result = write => result.is_ok(),
+        if self.flushing {
+            let flushed = ready!(stream.as_mut().poll_flush(cx));
+            self.flushing = false;
+            conn.space.notify_waiters();
+            if self.closed.is_none() {
+                flushed?;
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }

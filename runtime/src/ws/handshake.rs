@@ -16,17 +16,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::connection::{Closing, Conn, WsSink, write_loop};
+use super::connection::{Closing, Conn, Socket, write_loop};
 use super::route::{HandlerFailure, RouteRegistration, WsRequest, WsStart, not_found};
 use super::socket::{Decision, Head, WebSocket};
 use super::{close_code, lifecycle};
@@ -311,14 +310,14 @@ async fn run(
         Some(app.ws().tungstenite),
     )
     .await;
-    let (sink, source) = stream.split();
+    let socket = Socket::new(stream);
     let _slot = slot;
     app.connections().insert(conn.clone());
     let _registered = Registered {
         app: app.clone(),
         conn: conn.clone(),
     };
-    let writer = app.tasks().spawn(write_loop(conn.clone(), sink));
+    let writer = app.tasks().spawn(write_loop(conn.clone(), socket.clone()));
     if app.shutdown_token().is_cancelled() {
         // Upgraded while the app was closing its connections.
         conn.close(
@@ -327,7 +326,7 @@ async fn run(
             Closing::Graceful,
         );
     }
-    if handshake.deliver(source).is_err() {
+    if handshake.deliver(socket.clone()).is_err() {
         return;
     }
     drop(handshake);
@@ -357,7 +356,7 @@ async fn run(
         }
     };
     conn.close(code, &reason, Closing::Graceful);
-    finish_close(&conn, writer).await;
+    finish_close(&conn, &socket, writer).await;
     conn.kill();
     let (code, reason, by_client) = match (conn.closed_by_peer(), conn.closed_with()) {
         (Some((code, reason)), _) => (code, reason, true),
@@ -395,38 +394,26 @@ async fn drive(conn: &Conn, handler: &mut Handler) -> <Handler as std::future::F
 /// reads until the client answers it (or goes away), and after a read error reads what the
 /// client still sends, so that the socket is closed with a FIN rather than a reset that could
 /// destroy the close frame in flight.
-async fn finish_close(conn: &Conn, writer: JoinHandle<WsSink>) {
+async fn finish_close(conn: &Conn, socket: &Socket, writer: JoinHandle<()>) {
     let deadline = tokio::time::Instant::now() + conn.config.close_timeout;
-    let sink = match tokio::time::timeout_at(deadline, writer).await {
-        Ok(Ok(sink)) => sink,
-        _ => {
-            conn.kill();
-            return;
-        }
-    };
-    if conn.is_killed() {
-        // An abortive close: nothing to wait for.
+    if tokio::time::timeout_at(deadline, writer).await.is_err() {
+        conn.kill();
         return;
     }
-    let Some(source) = conn.take_back() else {
+    if conn.is_killed() {
+        // An abortive close (or a dead writer): nothing to wait for.
         return;
-    };
-    let Ok(mut stream) = source.reunite(sink) else {
-        return;
-    };
+    }
     let read_failed = conn.read_failed();
     let _ = tokio::time::timeout_at(deadline, async {
-        while let Some(Ok(_)) = stream.next().await {}
+        while let Some(Ok(_)) = poll_fn(|cx| socket.poll_next(cx)).await {}
         if read_failed {
-            let io = stream.get_mut();
-            let mut buf = [0u8; 4096];
-            while let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_millis(50), io.read(&mut buf)).await
-            {
-                if n == 0 {
-                    break;
-                }
-            }
+            while let Ok(false) = tokio::time::timeout(
+                Duration::from_millis(50),
+                poll_fn(|cx| socket.poll_discard(cx)),
+            )
+            .await
+            {}
         }
     })
     .await;

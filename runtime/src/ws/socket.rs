@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WireError};
 use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
 
 use super::close_code;
-use super::connection::{Closing, Conn, ConnectionId, Frame, WsSource};
+use super::connection::{Closing, Conn, ConnectionId, Frame, Socket};
 use super::error::WsError;
 use crate::event::{IntoListener, ListenOptions, ListenerHandle};
 use crate::{App, Error};
@@ -57,7 +57,7 @@ pub(crate) enum Decision {
 pub(crate) struct Handshake {
     decision: Mutex<Option<Decision>>,
     decided: std::sync::atomic::AtomicBool,
-    socket: Mutex<Option<oneshot::Sender<WsSource>>>,
+    socket: Mutex<Option<oneshot::Sender<Arc<Socket>>>>,
 }
 
 impl Handshake {
@@ -84,15 +84,15 @@ impl Handshake {
     }
 
     /// Hands the upgraded socket to the waiting `accept()`.
-    pub(crate) fn deliver(&self, source: WsSource) -> Result<(), WsSource> {
+    pub(crate) fn deliver(&self, socket: Arc<Socket>) -> Result<(), Arc<Socket>> {
         match self
             .socket
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            Some(sender) => sender.send(source),
-            None => Err(source),
+            Some(sender) => sender.send(socket),
+            None => Err(socket),
         }
     }
 }
@@ -132,7 +132,7 @@ impl Head {
 
 enum State {
     Pending(Arc<Handshake>),
-    Open(WsSource),
+    Open(Arc<Socket>),
     Closed,
 }
 
@@ -256,8 +256,8 @@ impl WebSocket {
             .unwrap_or_else(PoisonError::into_inner) = Some(sender);
         handshake.decide(Decision::Accept { protocol, headers })?;
         match receiver.await {
-            Ok(source) => {
-                self.state = State::Open(source);
+            Ok(socket) => {
+                self.state = State::Open(socket);
                 Ok(())
             }
             Err(_) => {
@@ -352,8 +352,8 @@ impl WebSocket {
     }
 
     fn poll_wire(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<WireMessage>, WsError>> {
-        let source = match &mut self.state {
-            State::Open(source) => source,
+        let socket = match &self.state {
+            State::Open(socket) => socket,
             State::Pending(_) => return Poll::Ready(Err(WsError::not_accepted())),
             State::Closed => return Poll::Ready(Ok(None)),
         };
@@ -362,7 +362,7 @@ impl WebSocket {
                 return Poll::Ready(Ok(None));
             }
             self.conn.register_reader(cx.waker());
-            let item = match source.poll_next_unpin(cx) {
+            let item = match socket.poll_next(cx) {
                 Poll::Pending => {
                     self.conn.set_read_pending(true);
                     return Poll::Pending;
@@ -416,9 +416,7 @@ impl WebSocket {
         };
         // The read side cannot continue after an error: later reads see a closed connection.
         self.conn.set_read_failed();
-        if let State::Open(source) = std::mem::replace(&mut self.state, State::Closed) {
-            self.conn.give_back(source);
-        }
+        self.state = State::Closed;
         Err(WsError::close(code, reason).with_source(error))
     }
 
@@ -530,14 +528,6 @@ impl WebSocket {
         let handle = self.app.events().add(name, options, listener, true)?;
         self.listeners.push(handle);
         Ok(())
-    }
-}
-
-impl Drop for WebSocket {
-    fn drop(&mut self) {
-        if let State::Open(source) = std::mem::replace(&mut self.state, State::Closed) {
-            self.conn.give_back(source);
-        }
     }
 }
 
