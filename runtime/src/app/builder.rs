@@ -2,6 +2,7 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -86,6 +87,7 @@ impl Builder {
             write_buffer_size: 128 * 1024,
             conn: ConnConfig {
                 max_queue_bytes: 4 * 1024 * 1024,
+                sequence: AtomicU64::new(0),
                 ping_interval: Some(Duration::from_secs(25)),
                 pong_timeout: Duration::from_secs(20),
                 close_timeout: Duration::from_secs(5),
@@ -327,7 +329,8 @@ impl Builder {
             .write_buffer_size(self.write_buffer_size)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
-        let groups = Arc::new(Groups::new(self.broker, self.groups));
+        let conns = Arc::new(self.conn);
+        let groups = Arc::new(Groups::new(self.broker, self.groups, conns.clone()));
         let app = App {
             inner: Arc::new(AppInner {
                 bus: Arc::new(bus),
@@ -336,7 +339,7 @@ impl Builder {
                 tasks: TaskTracker::new(),
                 ws: WsSettings {
                     tungstenite,
-                    conn: Arc::new(self.conn),
+                    conn: conns,
                     origins: self.origins,
                     shutdown_timeout: self.shutdown_timeout,
                 },

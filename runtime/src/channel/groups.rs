@@ -1,5 +1,5 @@
-//! The group table of an app: which local channels are in which group, the fan-out of a group
-//! message (encoded once, offered to every member's queue without waiting on any), and the
+//! The group table of an app: each group is a ring of frames its local members' writers read
+//! (a send encodes the message once and appends it, whatever the number of members), and the
 //! broker calls that take groups beyond this process.
 
 use std::collections::HashMap;
@@ -11,49 +11,31 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::history::{Histories, HistoryLimits};
-use super::{AddStatus, Channel, PayloadType, RemoveStatus, SendReport, SlowConsumer};
+use super::{AddStatus, Channel, RemoveStatus, SendReport, SlowConsumer};
 use crate::broker::{Broker, Inbox, Outgoing};
 use crate::ws::close_code;
-use crate::ws::connection::{Closing, Conn, Frame, Offer};
+use crate::ws::connection::{Closing, Conn, ConnConfig, Frame, Offer};
+use crate::ws::outbox::Ring;
 use crate::{App, Error, ErrorKind};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The local members of one group.
-#[derive(Debug, Default)]
+/// One group: the ring its local members read, and its broker subscription.
+#[derive(Debug)]
 pub(crate) struct Group {
-    members: Mutex<Members>,
+    ring: Arc<Ring>,
     /// The broker subscription, made once by the first member (others wait for it).
     subscribed: tokio::sync::OnceCell<()>,
 }
 
-#[derive(Debug, Default)]
-struct Members {
-    list: Vec<Channel>,
-    index: HashMap<crate::ws::ConnectionId, usize>,
-}
-
-impl Members {
-    fn insert(&mut self, channel: &Channel) -> bool {
-        if self.index.contains_key(&channel.id()) {
-            return false;
+impl Group {
+    fn new() -> Self {
+        Self {
+            ring: Ring::new(),
+            subscribed: tokio::sync::OnceCell::new(),
         }
-        self.index.insert(channel.id(), self.list.len());
-        self.list.push(channel.clone());
-        true
-    }
-
-    fn remove(&mut self, channel: &Conn) -> bool {
-        let Some(i) = self.index.remove(&channel.id) else {
-            return false;
-        };
-        self.list.swap_remove(i);
-        if let Some(moved) = self.list.get(i) {
-            self.index.insert(moved.id(), i);
-        }
-        true
     }
 }
 
@@ -76,6 +58,8 @@ struct Counters {
 
 pub(crate) struct Groups {
     table: papaya::HashMap<Arc<str>, Arc<Group>, foldhash::fast::RandomState>,
+    /// The connections' settings: the lag bound, and the sequence numbers frames get.
+    conns: Arc<ConnConfig>,
     /// Joins and leaves: so a group is never removed while a member is being added.
     structure: Mutex<()>,
     histories: Histories,
@@ -99,9 +83,14 @@ impl std::fmt::Debug for Groups {
 }
 
 impl Groups {
-    pub(crate) fn new(broker: Arc<dyn Broker>, config: GroupsConfig) -> Self {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        config: GroupsConfig,
+        conns: Arc<ConnConfig>,
+    ) -> Self {
         Self {
             table: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            conns,
             structure: Mutex::new(()),
             histories: Histories::new(config.history),
             broker,
@@ -157,16 +146,12 @@ impl Groups {
             let (entry, created) = match guard.get(group) {
                 Some(entry) => (entry.clone(), false),
                 None => {
-                    let entry = Arc::new(Group::default());
+                    let entry = Arc::new(Group::new());
                     guard.insert(group.into(), entry.clone());
                     (entry, true)
                 }
             };
-            let added = lock(&entry.members).insert(channel);
-            if added {
-                lock(&channel.state().groups).push(group.into());
-            }
-            let status = if added {
+            let status = if channel.conn().join(&entry.ring, group.into()) {
                 AddStatus::Added {
                     group_created: created,
                 }
@@ -178,10 +163,13 @@ impl Groups {
         if self.broker.is_clustered() {
             // On failure the member stays (local delivery goes on); the caller learns the
             // group is not reachable from other servers yet.
-            entry
-                .subscribed
-                .get_or_try_init(|| self.broker.subscribe(group))
-                .await?;
+            // Boxed: this future is part of the caller's (the handler's) state otherwise.
+            Box::pin(
+                entry
+                    .subscribed
+                    .get_or_try_init(|| self.broker.subscribe(group)),
+            )
+            .await?;
         }
         Ok(status)
     }
@@ -203,13 +191,10 @@ impl Groups {
         let Some(entry) = guard.get(group) else {
             return (RemoveStatus::NoSuchGroup, false);
         };
-        let mut members = lock(&entry.members);
-        if !members.remove(channel) {
+        let Some(left) = channel.leave(&entry.ring) else {
             return (RemoveStatus::NotAMember, false);
-        }
-        lock(&channel.channel.groups).retain(|g| &**g != group);
-        let emptied = members.list.is_empty();
-        drop(members);
+        };
+        let emptied = left == 0;
         if emptied {
             guard.remove(group);
         }
@@ -231,11 +216,23 @@ impl Groups {
 
     /// Takes a channel out of every group it is in (its connection ended, or it expired).
     pub(crate) fn leave_all(&self, channel: &Conn) {
-        let groups = std::mem::take(&mut *lock(&channel.channel.groups));
+        let subs = channel.leave_all();
         let mut emptied = Vec::new();
-        for group in groups {
-            if let (_, true) = self.remove_member(channel, &group) {
-                emptied.push(group);
+        {
+            let _structure = lock(&self.structure);
+            let guard = self.table.pin();
+            for sub in subs {
+                if sub.ring.unsubscribe(&sub) > 0 {
+                    continue;
+                }
+                let Some(name) = &sub.group else { continue };
+                if guard
+                    .get(&**name)
+                    .is_some_and(|entry| Arc::ptr_eq(&entry.ring, &sub.ring))
+                {
+                    guard.remove(&**name);
+                    emptied.push(name.clone());
+                }
             }
         }
         lock(&self.expiring).remove(&channel.id);
@@ -265,8 +262,10 @@ impl Groups {
             let names: Vec<Arc<str>> = guard.keys().cloned().collect();
             for name in &names {
                 if let Some(entry) = guard.remove(name) {
-                    for member in lock(&entry.members).list.drain(..) {
-                        lock(&member.state().groups).clear();
+                    for sub in entry.ring.members() {
+                        if let Some(conn) = sub.conn.upgrade() {
+                            conn.leave(&entry.ring);
+                        }
                     }
                 }
             }
@@ -287,8 +286,8 @@ impl Groups {
         save_history: bool,
     ) -> SendReport {
         let mut report = SendReport::default();
-        if let Some(entry) = self.table.pin().get(group) {
-            self.fan_out(entry, &payload, except, &mut report);
+        if let Some(entry) = self.table.pin().get(group).cloned() {
+            self.fan_out(&entry, payload.clone(), except, &mut report);
         }
         if save_history {
             report.history_id = Some(self.histories.save(group, payload.clone()));
@@ -313,35 +312,35 @@ impl Groups {
         report
     }
 
-    /// Offers the frame to each local member without waiting on any of them.
+    /// Appends the frame to the group's ring (once, whatever the number of members) and deals
+    /// with the members it left too far behind.
     fn fan_out(
         &self,
         group: &Group,
-        payload: &Utf8Bytes,
+        payload: Utf8Bytes,
         except: Option<crate::ws::ConnectionId>,
         report: &mut SendReport,
     ) {
-        let text = Frame::Text(payload.clone());
-        let mut binary = None;
-        let members = lock(&group.members);
-        for member in &members.list {
-            if except == Some(member.id()) {
-                continue;
-            }
-            let frame = match member.payload_type() {
-                PayloadType::Json | PayloadType::Text => &text,
-                PayloadType::Bytes => {
-                    binary.get_or_insert_with(|| Frame::Binary(Bytes::from(payload.clone())))
-                }
-            };
-            match member.conn().offer(frame) {
-                Offer::Queued => report.delivered += 1,
-                Offer::Closed => report.dropped += 1,
-                Offer::Full => {
-                    report.dropped += 1;
-                    self.slow_consumer(member.conn(), report);
-                }
-            }
+        let skip = self.config.slow_consumer == SlowConsumer::Drop;
+        let pushed = group.ring.push(
+            Frame::Json(payload),
+            except,
+            &self.conns.sequence,
+            self.conns.max_queue_bytes,
+            skip,
+        );
+        report.delivered = pushed.members;
+        if let Some(except) = except
+            && self
+                .app()
+                .and_then(|app| app.connections().get(&except))
+                .is_some_and(|c| c.is_in(&group.ring))
+        {
+            report.delivered -= 1;
+        }
+        for conn in pushed.laggards {
+            report.dropped += 1;
+            self.slow_consumer(&conn, report);
         }
     }
 
@@ -357,6 +356,7 @@ impl Groups {
                     self.counters.slow_closed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(channel = %conn.id, "slow consumer closed");
                 }
+                // It no longer reads this group; its other groups drop it when it closes.
             }
             SlowConsumer::Drop => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +374,7 @@ impl Groups {
             return 0;
         };
         let mut report = SendReport::default();
-        self.fan_out(&entry, &payload, message.except, &mut report);
+        self.fan_out(&entry, payload, message.except, &mut report);
         report.delivered
     }
 
@@ -393,24 +393,19 @@ impl Groups {
         let Ok(payload) = Utf8Bytes::try_from(message.payload.clone()) else {
             return false;
         };
-        let channel = Channel::from_conn(conn);
         let mut report = SendReport::default();
-        self.offer_one(&channel, &payload, &mut report);
+        self.offer_one(&Channel::from_conn(conn), &payload, &mut report);
         report.delivered == 1
     }
 
-    /// Offers a JSON text payload to one channel (as its payload type says).
+    /// Offers a JSON text payload to one channel (as its payload type says), never waiting.
     pub(crate) fn offer_one(
         &self,
         channel: &Channel,
         payload: &Utf8Bytes,
         report: &mut SendReport,
     ) {
-        let frame = match channel.payload_type() {
-            PayloadType::Json | PayloadType::Text => Frame::Text(payload.clone()),
-            PayloadType::Bytes => Frame::Binary(Bytes::from(payload.clone())),
-        };
-        match channel.conn().offer(&frame) {
+        match channel.conn().offer(&Frame::Json(payload.clone())) {
             Offer::Queued => report.delivered += 1,
             Offer::Closed => report.dropped += 1,
             Offer::Full => {
@@ -436,7 +431,7 @@ impl Groups {
             .table
             .pin()
             .iter()
-            .map(|(name, group)| (name.to_string(), lock(&group.members).list.len()))
+            .map(|(name, group)| (name.to_string(), group.ring.member_count()))
             .filter(|(_, n)| *n > 0)
             .collect();
         groups.sort();
@@ -445,11 +440,16 @@ impl Groups {
 
     /// The local members of `group`.
     pub(crate) fn members(&self, group: &str) -> Vec<Channel> {
-        self.table
-            .pin()
-            .get(group)
-            .map(|g| lock(&g.members).list.clone())
-            .unwrap_or_default()
+        let Some(group) = self.table.pin().get(group).cloned() else {
+            return Vec::new();
+        };
+        group
+            .ring
+            .members()
+            .iter()
+            .filter_map(|sub| sub.conn.upgrade())
+            .map(Channel::from_conn)
+            .collect()
     }
 
     pub(crate) fn metrics(&self) -> super::ChannelMetrics {

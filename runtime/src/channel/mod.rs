@@ -65,10 +65,8 @@ pub enum SlowConsumer {
     Drop,
 }
 
-/// The channel part of a connection's shared state.
+/// The channel part of a connection's shared state (its groups are the rings it reads).
 pub(crate) struct ChannelState {
-    /// The groups this channel is in, for cleanup when the connection ends.
-    pub(crate) groups: Mutex<Vec<Arc<str>>>,
     payload_type: AtomicU8,
     /// Expiry in milliseconds since the last activity (0: none).
     ttl_ms: AtomicU64,
@@ -89,7 +87,6 @@ impl std::fmt::Debug for ChannelState {
 impl ChannelState {
     pub(crate) fn new(groups: &Arc<Groups>) -> Self {
         Self {
-            groups: Mutex::default(),
             payload_type: AtomicU8::new(0),
             ttl_ms: AtomicU64::new(0),
             active_ms: AtomicU64::new(0),
@@ -108,6 +105,11 @@ impl ChannelState {
         if self.ttl_ms.load(Ordering::Relaxed) != 0 {
             self.active_ms.store(self.now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// Whether group messages go out in binary frames.
+    pub(crate) fn sends_binary(&self) -> bool {
+        self.payload_type.load(Ordering::Relaxed) == PayloadType::Bytes.as_u8()
     }
 
     pub(crate) fn is_expired(&self) -> bool {
@@ -234,13 +236,7 @@ impl Channel {
 
     /// The groups this channel is in.
     pub fn groups(&self) -> Vec<String> {
-        self.state()
-            .groups
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|g| g.to_string())
-            .collect()
+        self.0.group_names().iter().map(|g| g.to_string()).collect()
     }
 
     /// Sends `value` as JSON (as the payload type says: a text frame, or binary for `Bytes`),
@@ -252,11 +248,10 @@ impl Channel {
                 format!("cannot serialise the message: {e}"),
             )
         })?;
-        let frame = match self.payload_type() {
-            PayloadType::Bytes => crate::ws::connection::Frame::Binary(text.into_bytes().into()),
-            _ => crate::ws::connection::Frame::Text(Utf8Bytes::from(text)),
-        };
-        self.0.send(frame).await
+        // A channel whose payload type is bytes gets it in a binary frame (the writer decides).
+        self.0
+            .send(crate::ws::connection::Frame::Json(Utf8Bytes::from(text)))
+            .await
     }
 
     /// Sends a text message.

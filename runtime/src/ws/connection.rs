@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage, Utf8Bytes};
 
 use super::close_code;
+use super::outbox::{Ring, Sub};
 use crate::channel::ChannelState;
 
 pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
@@ -111,23 +112,27 @@ impl std::str::FromStr for ConnectionId {
 pub(crate) enum Frame {
     Text(Utf8Bytes),
     Binary(Bytes),
+    /// JSON for a channel: a text frame, or binary for a channel whose payload type is bytes.
+    Json(Utf8Bytes),
 }
 
 /// What a queued frame counts against the queue's bound, beyond its payload.
 const FRAME_OVERHEAD: usize = 64;
 
 impl Frame {
-    fn cost(&self) -> usize {
+    pub(crate) fn cost(&self) -> usize {
         FRAME_OVERHEAD
             + match self {
-                Frame::Text(t) => t.len(),
+                Frame::Text(t) | Frame::Json(t) => t.len(),
                 Frame::Binary(b) => b.len(),
             }
     }
 
-    fn into_wire(self) -> WireMessage {
+    /// The wire message; `binary`: the channel's payload type is bytes.
+    fn into_wire(self, binary: bool) -> WireMessage {
         match self {
-            Frame::Text(t) => WireMessage::Text(t),
+            Frame::Json(t) if binary => WireMessage::Binary(Bytes::from(t)),
+            Frame::Text(t) | Frame::Json(t) => WireMessage::Text(t),
             Frame::Binary(b) => WireMessage::Binary(b),
         }
     }
@@ -160,10 +165,9 @@ struct CloseRequest {
     how: Closing,
 }
 
+/// The close lane.
 #[derive(Debug, Default)]
 struct Out {
-    queue: VecDeque<Frame>,
-    bytes: usize,
     close: Option<CloseRequest>,
     /// A close was requested: no more frames are accepted.
     closing: bool,
@@ -171,10 +175,13 @@ struct Out {
     closed_with: Option<(u16, String)>,
 }
 
-/// Keep-alive and limit settings of a connection.
-#[derive(Debug, Clone)]
+/// Keep-alive and limit settings of an app's connections, and the counter that orders
+/// everything they are sent.
+#[derive(Debug)]
 pub(crate) struct ConnConfig {
     pub(crate) max_queue_bytes: usize,
+    /// Sequence numbers of outgoing frames (rings of one app share it).
+    pub(crate) sequence: AtomicU64,
     /// `None`: no server pings.
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) pong_timeout: Duration,
@@ -186,6 +193,12 @@ pub(crate) struct Conn {
     pub(crate) id: ConnectionId,
     pub(crate) config: Arc<ConnConfig>,
     out: Mutex<Out>,
+    /// This connection's own ring: what its handler and `send_to` send it.
+    own: Arc<Sub>,
+    /// The rings of the groups it is in.
+    groups: Mutex<Vec<Arc<Sub>>>,
+    /// The writer holds more than half the bound: reads pause until it catches up.
+    backlogged: AtomicBool,
     writer: AtomicWaker,
     reader: AtomicWaker,
     /// Woken when the writer took frames from a full queue (for senders that wait).
@@ -222,11 +235,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Conn {
-    pub(crate) fn new(config: Arc<ConnConfig>, channel: ChannelState) -> Self {
-        Self {
+    pub(crate) fn new(config: Arc<ConnConfig>, channel: ChannelState) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             id: ConnectionId::new(),
             config,
             out: Mutex::default(),
+            own: Ring::new().subscribe(me.clone(), None),
+            groups: Mutex::default(),
+            backlogged: AtomicBool::new(false),
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
             space: Notify::new(),
@@ -238,29 +254,73 @@ impl Conn {
             read_failed: AtomicBool::new(false),
             aborting: AtomicBool::new(false),
             channel,
-        }
+        })
     }
 
-    /// Offers a frame without waiting: queued (a reference-counted copy), or refused because the
-    /// queue is full or the connection is closing.
+    /// Offers a frame to this connection's own ring without waiting: queued, or refused because
+    /// it is full or the connection is closing.
     pub(crate) fn offer(&self, frame: &Frame) -> Offer {
-        let cost = frame.cost();
-        let mut out = lock(&self.out);
-        if out.closing {
+        if self.is_closing() {
             return Offer::Closed;
         }
-        if out.bytes + cost > self.config.max_queue_bytes && !out.queue.is_empty() {
+        let ring = &self.own.ring;
+        let held = ring.bytes();
+        if held > 0 && held + frame.cost() > self.config.max_queue_bytes {
             return Offer::Full;
         }
-        let was_empty = out.queue.is_empty();
-        out.queue.push_back(frame.clone());
-        out.bytes += cost;
-        drop(out);
-        // The writer drains the whole queue each time: it needs waking only for the first frame.
-        if was_empty {
-            self.writer.wake();
-        }
+        ring.push(
+            frame.clone(),
+            None,
+            &self.config.sequence,
+            usize::MAX,
+            false,
+        );
         Offer::Queued
+    }
+
+    pub(crate) fn wake_writer(&self) {
+        self.writer.wake();
+    }
+
+    /// Joins a group's ring (its writer reads it from now on).
+    pub(crate) fn join(self: &Arc<Self>, ring: &Arc<Ring>, group: Arc<str>) -> bool {
+        let mut groups = lock(&self.groups);
+        if groups.iter().any(|s| Arc::ptr_eq(&s.ring, ring)) {
+            return false;
+        }
+        groups.push(ring.subscribe(Arc::downgrade(self), Some(group)));
+        drop(groups);
+        self.writer.wake();
+        true
+    }
+
+    /// Leaves a group's ring; returns the members left in it, or `None` if not a member.
+    pub(crate) fn leave(&self, ring: &Arc<Ring>) -> Option<usize> {
+        let mut groups = lock(&self.groups);
+        let i = groups.iter().position(|s| Arc::ptr_eq(&s.ring, ring))?;
+        let sub = groups.swap_remove(i);
+        drop(groups);
+        Some(sub.ring.unsubscribe(&sub))
+    }
+
+    /// Leaves every group: returns the subscriptions left (their rings, their names).
+    pub(crate) fn leave_all(&self) -> Vec<Arc<Sub>> {
+        std::mem::take(&mut *lock(&self.groups))
+    }
+
+    /// Whether this connection is in a group's ring.
+    pub(crate) fn is_in(&self, ring: &Arc<Ring>) -> bool {
+        lock(&self.groups)
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.ring, ring))
+    }
+
+    /// The names of the groups this connection is in.
+    pub(crate) fn group_names(&self) -> Vec<Arc<str>> {
+        lock(&self.groups)
+            .iter()
+            .filter_map(|s| s.group.clone())
+            .collect()
     }
 
     /// Queues a frame, waiting while the queue is full.
@@ -289,8 +349,6 @@ impl Conn {
         out.closing = true;
         out.closed_with = Some((code, reason.to_owned()));
         if how == Closing::Abort {
-            out.queue.clear();
-            out.bytes = 0;
             self.aborting.store(true, Ordering::Relaxed);
         }
         out.close = Some(CloseRequest {
@@ -374,31 +432,18 @@ impl Conn {
         self.read_failed.load(Ordering::Relaxed)
     }
 
-    /// Takes what there is to write: the queue into `batch`, or a close request (a graceful
-    /// close waits until the queue is written).
-    fn take_work(&self, batch: &mut VecDeque<Frame>) -> Option<Control> {
+    /// Takes a close request, if any (a graceful close waits until everything is written).
+    fn take_close(&self, drained: bool) -> Option<CloseRequest> {
         let mut out = lock(&self.out);
-        if let Some(close) = &out.close
-            && (close.how == Closing::Abort || out.queue.is_empty())
-        {
-            let close = out.close.take().expect("checked");
-            return Some(Control::Close(close));
+        match &out.close {
+            Some(close) if close.how == Closing::Abort || drained => out.close.take(),
+            _ => None,
         }
-        if !out.queue.is_empty() {
-            std::mem::swap(&mut out.queue, batch);
-            out.bytes = 0;
-        }
-        None
     }
 
-    /// Gives back the memory a burst left in the queue, once the connection is idle.
-    fn shrink(&self, batch: &mut VecDeque<Frame>) {
-        const KEEP: usize = 64;
-        batch.shrink_to(KEEP);
-        let mut out = lock(&self.out);
-        if out.queue.capacity() > KEEP && out.queue.len() <= KEEP {
-            out.queue.shrink_to(KEEP);
-        }
+    /// Whether a reader should pause: the writer is more than half its bound behind.
+    pub(crate) fn is_backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::Acquire)
     }
 }
 
@@ -475,6 +520,8 @@ pub(crate) async fn write_loop(conn: Arc<Conn>, socket: Arc<Socket>) {
     let mut writer = Writer {
         keepalive: Keepalive::new(&conn.config),
         batch: VecDeque::new(),
+        batch_bytes: 0,
+        limit: None,
         control: None,
         flushing: false,
         closed: None,
@@ -484,8 +531,12 @@ pub(crate) async fn write_loop(conn: Arc<Conn>, socket: Arc<Socket>) {
 
 struct Writer {
     keepalive: Keepalive,
-    /// Frames taken from the queue, not yet given to the socket.
-    batch: VecDeque<Frame>,
+    /// Frames taken from the rings, in sequence order, not yet given to the socket.
+    batch: VecDeque<(u64, Frame)>,
+    batch_bytes: usize,
+    /// When the budget left entries in a ring: frames from this sequence number on wait until
+    /// those are taken (so the rings' frames stay in order).
+    limit: Option<u64>,
     /// A ping or close frame waiting to be given to the socket.
     control: Option<Control>,
     /// Frames were given to the socket and not flushed yet.
@@ -495,15 +546,15 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes until there is nothing to write (`Pending`, woken by the queue, the timer or the
-    /// socket) or the writer is done (`Ready`).
+    /// Writes until there is nothing to write (`Pending`, woken by a ring, the close lane, the
+    /// timer or the socket) or the writer is done (`Ready`).
     fn poll(&mut self, cx: &mut Context<'_>, conn: &Conn, socket: &Socket) -> Poll<()> {
         conn.writer.register(cx.waker());
         loop {
             if conn.is_killed() {
                 return Poll::Ready(());
             }
-            if self.batch.is_empty() && self.control.is_none() && !self.flushing {
+            if self.writable() == 0 && self.control.is_none() && !self.flushing {
                 if let Some(closed) = self.closed {
                     if closed == Closing::Abort {
                         // No answer is awaited from a peer that is gone or too slow.
@@ -511,25 +562,37 @@ impl Writer {
                     }
                     return Poll::Ready(());
                 }
-                self.control = conn.take_work(&mut self.batch);
-                if self.batch.is_empty() && self.control.is_none() {
-                    match self.keepalive.poll(cx, conn) {
-                        Poll::Ready(Beat::Ping) => {
-                            // Idle for a ping interval at most: a good time to give back what
-                            // a burst grew, without regrowing it in the middle of one.
-                            conn.shrink(&mut self.batch);
-                            self.control = Some(Control::Ping);
+                if conn.aborting.load(Ordering::Relaxed) {
+                    self.batch.clear();
+                    self.batch_bytes = 0;
+                } else {
+                    self.fill(conn);
+                }
+                if self.writable() == 0 {
+                    if let Some(close) = conn.take_close(self.batch.is_empty()) {
+                        self.control = Some(Control::Close(close));
+                    } else if !self.wait(conn) {
+                        continue; // a ring got entries meanwhile
+                    } else {
+                        match self.keepalive.poll(cx, conn) {
+                            Poll::Ready(Beat::Ping) => {
+                                // Idle for a ping interval at most: give back what a burst
+                                // grew, without regrowing it in the middle of one.
+                                self.batch.shrink_to(64);
+                                self.control = Some(Control::Ping);
+                            }
+                            // Through the close lane, so the close deadline and the reader see
+                            // it.
+                            Poll::Ready(Beat::Dead) => {
+                                conn.close(
+                                    close_code::INTERNAL_ERROR,
+                                    "keepalive ping timeout",
+                                    Closing::Abort,
+                                );
+                                continue;
+                            }
+                            Poll::Pending => return Poll::Pending,
                         }
-                        // Through the close lane, so the close deadline and the reader see it.
-                        Poll::Ready(Beat::Dead) => {
-                            conn.close(
-                                close_code::INTERNAL_ERROR,
-                                "keepalive ping timeout",
-                                Closing::Abort,
-                            );
-                            continue;
-                        }
-                        Poll::Pending => return Poll::Pending,
                     }
                 }
             }
@@ -544,24 +607,98 @@ impl Writer {
         }
     }
 
-    /// Feeds the batch and the control frame to the socket and flushes, under one lock.
+    /// How many frames at the front of the batch may be written now.
+    fn writable(&self) -> usize {
+        match self.limit {
+            None => self.batch.len(),
+            Some(limit) => self.batch.partition_point(|(seq, _)| *seq < limit),
+        }
+    }
+
+    /// Takes what the rings hold for this connection, within the bound, in sequence order.
+    fn fill(&mut self, conn: &Conn) {
+        let bound = conn.config.max_queue_bytes;
+        let before = self.batch.len();
+        let mut sources = 0;
+        self.limit = None;
+        let mut take =
+            |batch: &mut VecDeque<(u64, Frame)>, bytes: &mut usize, sub: &Sub, own: bool| {
+                let budget = bound.saturating_sub(*bytes);
+                if budget == 0 {
+                    return None;
+                }
+                let len = batch.len();
+                let (copied, left) = if own {
+                    sub.ring.take_own(sub, batch, budget)
+                } else {
+                    sub.ring.take(sub, conn.id, batch, budget)
+                };
+                *bytes += copied;
+                if batch.len() > len {
+                    sources += 1;
+                }
+                left
+            };
+        let mut limit = take(&mut self.batch, &mut self.batch_bytes, &conn.own, true);
+        for sub in lock(&conn.groups).iter() {
+            let left = take(&mut self.batch, &mut self.batch_bytes, sub, false);
+            limit = match (limit, left) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if sources > 1 || (sources == 1 && before > 0) {
+            self.batch.make_contiguous().sort_by_key(|(seq, _)| *seq);
+        }
+        self.limit = limit;
+        self.update_backlog(conn);
+    }
+
+    /// Registers with every ring to be woken by its next entry; `false` if one has entries.
+    fn wait(&self, conn: &Conn) -> bool {
+        if conn.own.ring.wait(&conn.own) {
+            return false;
+        }
+        lock(&conn.groups).iter().all(|sub| !sub.ring.wait(sub))
+    }
+
+    /// Sets or clears the backlog flag (reads pause above half the bound, resume below a
+    /// quarter), waking a paused reader.
+    fn update_backlog(&self, conn: &Conn) {
+        let bound = conn.config.max_queue_bytes;
+        let backlogged = conn.backlogged.load(Ordering::Relaxed);
+        if !backlogged && self.batch_bytes > bound / 2 {
+            conn.backlogged.store(true, Ordering::Release);
+        } else if backlogged && self.batch_bytes <= bound / 4 {
+            conn.backlogged.store(false, Ordering::Release);
+            conn.reader.wake();
+        }
+    }
+
+    /// Feeds the writable frames and the control frame to the socket and flushes, under one
+    /// lock.
     fn write(
         &mut self,
         cx: &mut Context<'_>,
         conn: &Conn,
         socket: &Socket,
     ) -> Poll<Result<(), WireError>> {
-        let mut stream = socket.lock();
-        let mut stream = Pin::new(&mut *stream);
-        while !self.batch.is_empty() {
+        let binary = conn.channel.sends_binary();
+        let mut guard = socket.lock();
+        let mut stream = Pin::new(&mut *guard);
+        let mut writable = self.writable();
+        while writable > 0 {
             if conn.aborting.load(Ordering::Relaxed) {
                 // Closing a slow or dead peer: what it has not taken yet is dropped.
                 self.batch.clear();
+                self.batch_bytes = 0;
                 break;
             }
             ready!(stream.as_mut().poll_ready(cx))?;
-            let frame = self.batch.pop_front().expect("not empty");
-            stream.as_mut().start_send(frame.into_wire())?;
+            let (_, frame) = self.batch.pop_front().expect("writable");
+            self.batch_bytes = self.batch_bytes.saturating_sub(frame.cost());
+            writable -= 1;
+            stream.as_mut().start_send(frame.into_wire(binary))?;
             self.flushing = true;
         }
         if let Some(control) = &self.control {
@@ -586,6 +723,7 @@ impl Writer {
         if self.flushing {
             let flushed = ready!(stream.as_mut().poll_flush(cx));
             self.flushing = false;
+            self.update_backlog(conn);
             conn.space.notify_waiters();
             if self.closed.is_none() {
                 flushed?;

@@ -6,7 +6,7 @@
 //! to the same future once hyper completes the upgrade), refuses (403, or 503 for 1013),
 //! returns or panics (500).
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -69,10 +69,7 @@ pub(crate) async fn handle(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let path = parts.uri.path().to_owned();
-    let conn = Arc::new(Conn::new(
-        app.ws().conn.clone(),
-        ChannelState::new(app.groups()),
-    ));
+    let conn = Conn::new(app.ws().conn.clone(), ChannelState::new(app.groups()));
     let head = Head::new(&parts, params, client);
     let (ws, handshake) = WebSocket::pending(conn.clone(), head, app.clone());
 
@@ -304,13 +301,15 @@ async fn run(
             return;
         }
     };
-    let stream = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(app.ws().tungstenite),
-    )
-    .await;
-    let socket = Socket::new(stream);
+    // Boxed: the stream under construction is not part of every connection's task.
+    let socket = Socket::new(
+        Box::pin(WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(app.ws().tungstenite),
+        ))
+        .await,
+    );
     let _slot = slot;
     app.connections().insert(conn.clone());
     let _registered = Registered {
@@ -356,7 +355,7 @@ async fn run(
         }
     };
     conn.close(code, &reason, Closing::Graceful);
-    finish_close(&conn, &socket, writer).await;
+    Box::pin(finish_close(&conn, &socket, writer)).await;
     conn.kill();
     let (code, reason, by_client) = match (conn.closed_by_peer(), conn.closed_with()) {
         (Some((code, reason)), _) => (code, reason, true),
@@ -368,26 +367,29 @@ async fn run(
 
 /// Runs the handler to its end; once a close is requested, the connection gets
 /// `close_timeout` to finish before it is killed (a killed connection reads as closed, so the
-/// handler's receive loop ends).
+/// handler's receive loop ends). The deadline's timer exists only once a close is requested.
 async fn drive(conn: &Conn, handler: &mut Handler) -> <Handler as std::future::Future>::Output {
     let close_requested = conn.close_requested.notified();
     tokio::pin!(close_requested);
-    let deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(deadline);
-    let mut armed = false;
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut *handler => return result,
-            () = &mut close_requested, if !armed => {
-                armed = true;
-                deadline
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + conn.config.close_timeout);
-            }
-            () = &mut deadline, if armed && !conn.is_killed() => conn.kill(),
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = handler.poll_unpin(cx) {
+            return Poll::Ready(result);
         }
-    }
+        if deadline.is_none() && close_requested.as_mut().poll(cx).is_ready() {
+            deadline = Some(Box::pin(tokio::time::sleep(conn.config.close_timeout)));
+        }
+        if let Some(sleep) = &mut deadline
+            && !conn.is_killed()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            conn.kill();
+            // The handler's reads now return "closed": poll it again.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Finishes the close within `close_timeout`: waits for the writer to send the close frame,

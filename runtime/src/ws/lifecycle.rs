@@ -1,5 +1,6 @@
 //! The events a connection emits on the app's bus: connected, disconnected, handler error.
-//! Payloads are built only when someone listens.
+//! Payloads are built only when someone listens, and the emit is boxed: its future is not part
+//! of every connection's task.
 
 use std::net::SocketAddr;
 
@@ -58,7 +59,7 @@ pub(crate) async fn connected(app: &App, conn: &Conn, path: &str, client: Option
             path: path.to_owned(),
             client,
         };
-        events.emit(names::WS_CONNECTED, payload).await;
+        Box::pin(events.emit(names::WS_CONNECTED, payload)).await;
     }
 }
 
@@ -79,7 +80,7 @@ pub(crate) async fn disconnected(
             reason: reason.to_owned(),
             by_client,
         };
-        events.emit(names::WS_DISCONNECTED, payload).await;
+        Box::pin(events.emit(names::WS_DISCONNECTED, payload)).await;
     }
 }
 
@@ -100,6 +101,6 @@ pub(crate) async fn handler_error(
             message: message.to_owned(),
             code,
         };
-        events.emit(names::WS_ERROR, payload).await;
+        Box::pin(events.emit(names::WS_ERROR, payload)).await;
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod connection;
 mod error;
 pub(crate) mod handshake;
 pub(crate) mod lifecycle;
+pub(crate) mod outbox;
 pub(crate) mod registry;
 pub(crate) mod route;
 mod socket;

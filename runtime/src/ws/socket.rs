@@ -98,12 +98,15 @@ impl Handshake {
 }
 
 /// What the request said, kept for the handler: copied out of hyper's buffers so that an open
-/// connection does not pin the memory of its upgrade request.
+/// connection does not pin the memory of its upgrade request. The headers are kept as one
+/// compact buffer and made a `HeaderMap` only if the handler asks for them.
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) path: String,
     pub(crate) query: Option<String>,
-    pub(crate) headers: HeaderMap,
+    /// `name`, `value` pairs, each preceded by its length in two bytes.
+    raw_headers: Box<[u8]>,
+    headers: std::sync::OnceLock<HeaderMap>,
     pub(crate) params: Vec<(Box<str>, String)>,
     pub(crate) client: Option<SocketAddr>,
 }
@@ -114,19 +117,44 @@ impl Head {
         params: Vec<(Box<str>, String)>,
         client: Option<SocketAddr>,
     ) -> Self {
-        let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        let mut raw = Vec::new();
         for (name, value) in &parts.headers {
-            let name = HeaderName::from_bytes(name.as_str().as_bytes()).expect("a valid name");
-            let value = HeaderValue::from_bytes(value.as_bytes()).expect("a valid value");
-            headers.append(name, value);
+            for bytes in [name.as_str().as_bytes(), value.as_bytes()] {
+                // hyper bounds a header line far below 64 KiB.
+                let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+                raw.extend_from_slice(&len.to_le_bytes());
+                raw.extend_from_slice(&bytes[..usize::from(len)]);
+            }
         }
         Self {
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
-            headers,
+            raw_headers: raw.into_boxed_slice(),
+            headers: std::sync::OnceLock::new(),
             params,
             client,
         }
+    }
+
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        self.headers.get_or_init(|| {
+            let mut headers = HeaderMap::new();
+            let mut raw = &self.raw_headers[..];
+            let mut next = || {
+                let len = usize::from(u16::from_le_bytes([*raw.first()?, *raw.get(1)?]));
+                let bytes = raw.get(2..2 + len)?;
+                raw = &raw[2 + len..];
+                Some(bytes)
+            };
+            while let (Some(name), Some(value)) = (next(), next()) {
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+                {
+                    headers.append(name, value);
+                }
+            }
+            headers
+        })
     }
 }
 
@@ -212,7 +240,7 @@ impl WebSocket {
     /// The subprotocols the client offered, in its order.
     pub fn subprotocols(&self) -> impl Iterator<Item = &str> {
         self.head
-            .headers
+            .headers()
             .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -362,6 +390,11 @@ impl WebSocket {
                 return Poll::Ready(Ok(None));
             }
             self.conn.register_reader(cx.waker());
+            if self.conn.is_backlogged() {
+                // The client sends faster than it takes what it is sent: stop reading it until
+                // its writer catches up (the writer wakes this reader).
+                return Poll::Pending;
+            }
             let item = match socket.poll_next(cx) {
                 Poll::Pending => {
                     self.conn.set_read_pending(true);
@@ -491,7 +524,7 @@ impl WebSocket {
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.head.headers
+        self.head.headers()
     }
 
     /// The peer's address, when the app is served with connection info (as

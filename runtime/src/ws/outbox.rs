@@ -1,0 +1,360 @@
+//! Rings of outgoing frames that connection writers pull from.
+//!
+//! A group has one ring; so does each connection, for its direct sends. Sending appends the
+//! frame, encoded once, to one ring (O(1), whatever the number of members) and wakes the
+//! writers that were idle; each member's writer copies what it has not taken yet, at its own
+//! pace. Every frame carries a sequence number from one counter per app, so a writer that reads
+//! several rings writes their frames in the order they were sent.
+//!
+//! A ring keeps entries until every member has passed them. A member that falls behind by more
+//! than the bound is a slow consumer: it is reported to the sender, which closes it (or skips
+//! what it missed), and it stops holding the ring.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use super::connection::{Conn, ConnectionId, Frame};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A ring is trimmed (its entries all members passed are dropped) each time it grows by this
+/// many bytes: the scan of members' cursors is amortised over many sends.
+const TRIM_STEP: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) frame: Frame,
+    cost: usize,
+    except: Option<ConnectionId>,
+}
+
+/// One member's place in a ring.
+#[derive(Debug)]
+pub(crate) struct Sub {
+    pub(crate) ring: Arc<Ring>,
+    /// The index of the next entry this member reads.
+    next: AtomicU64,
+    /// Registered in the ring's waiters (its writer is idle).
+    waiting: AtomicBool,
+    pub(crate) conn: Weak<Conn>,
+    /// The group's name (`None` for a connection's own ring).
+    pub(crate) group: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The index of `entries[0]`.
+    base: u64,
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// `bytes` after the last trim.
+    trimmed_at: usize,
+    subs: Vec<Arc<Sub>>,
+    waiters: Vec<Arc<Sub>>,
+}
+
+/// What a push did.
+#[derive(Debug, Default)]
+pub(crate) struct Pushed {
+    /// Members when the frame was appended (the excepted one included).
+    pub(crate) members: usize,
+    /// Members that fell behind by more than the bound (no longer in the ring).
+    pub(crate) laggards: Vec<Arc<Conn>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Ring {
+    inner: Mutex<Inner>,
+}
+
+impl Ring {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds a member, reading from the next entry on.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        conn: Weak<Conn>,
+        group: Option<Arc<str>>,
+    ) -> Arc<Sub> {
+        let mut inner = lock(&self.inner);
+        let head = inner.base + inner.entries.len() as u64;
+        let sub = Arc::new(Sub {
+            ring: self.clone(),
+            next: AtomicU64::new(head),
+            waiting: AtomicBool::new(false),
+            conn,
+            group,
+        });
+        inner.subs.push(sub.clone());
+        sub
+    }
+
+    /// Removes a member; returns how many are left.
+    pub(crate) fn unsubscribe(&self, sub: &Arc<Sub>) -> usize {
+        let mut inner = lock(&self.inner);
+        inner.subs.retain(|s| !Arc::ptr_eq(s, sub));
+        inner.waiters.retain(|s| !Arc::ptr_eq(s, sub));
+        if inner.subs.is_empty() {
+            inner.bytes = 0;
+            inner.trimmed_at = 0;
+            inner.base += inner.entries.len() as u64;
+            inner.entries = VecDeque::new();
+        }
+        inner.subs.len()
+    }
+
+    /// The members.
+    pub(crate) fn members(&self) -> Vec<Arc<Sub>> {
+        lock(&self.inner).subs.clone()
+    }
+
+    pub(crate) fn member_count(&self) -> usize {
+        lock(&self.inner).subs.len()
+    }
+
+    /// Bytes held (what the slowest member has not read yet, at most one trim step more).
+    pub(crate) fn bytes(&self) -> usize {
+        lock(&self.inner).bytes
+    }
+
+    /// Appends a frame (taking its sequence number from `sequence` under the ring's lock, so a
+    /// ring's entries are in sequence order) and wakes the idle members. Members behind by more
+    /// than `bound` bytes are returned as laggards; with `skip_laggards` they stay and skip what
+    /// they missed instead.
+    pub(crate) fn push(
+        &self,
+        frame: Frame,
+        except: Option<ConnectionId>,
+        sequence: &AtomicU64,
+        bound: usize,
+        skip_laggards: bool,
+    ) -> Pushed {
+        let cost = frame.cost();
+        let mut inner = lock(&self.inner);
+        let seq = sequence.fetch_add(1, Ordering::Relaxed);
+        inner.entries.push_back(Entry {
+            seq,
+            frame,
+            cost,
+            except,
+        });
+        inner.bytes += cost;
+        let mut pushed = Pushed {
+            members: inner.subs.len(),
+            laggards: Vec::new(),
+        };
+        if inner.bytes > inner.trimmed_at + TRIM_STEP {
+            inner.trim();
+            if inner.bytes > bound {
+                pushed.laggards = inner.drop_laggards(bound, skip_laggards);
+                inner.trim();
+            }
+            inner.trimmed_at = inner.bytes;
+        }
+        let waiters = std::mem::take(&mut inner.waiters);
+        drop(inner);
+        for sub in waiters {
+            sub.waiting.store(false, Ordering::Relaxed);
+            if let Some(conn) = sub.conn.upgrade() {
+                conn.wake_writer();
+            }
+        }
+        pushed
+    }
+
+    /// Copies the entries `sub` has not read into `out`, at most `budget` bytes; returns the
+    /// bytes copied and, when the budget cut it short, the sequence number of the first entry
+    /// left behind.
+    pub(crate) fn take(
+        &self,
+        sub: &Sub,
+        me: ConnectionId,
+        out: &mut VecDeque<(u64, Frame)>,
+        budget: usize,
+    ) -> (usize, Option<u64>) {
+        let inner = lock(&self.inner);
+        let mut next = sub.next.load(Ordering::Relaxed).max(inner.base);
+        let mut copied = 0;
+        let mut left = None;
+        while let Some(entry) = inner.entries.get((next - inner.base) as usize) {
+            if copied + entry.cost > budget && copied > 0 {
+                left = Some(entry.seq);
+                break;
+            }
+            next += 1;
+            if entry.except != Some(me) {
+                copied += entry.cost;
+                out.push_back((entry.seq, entry.frame.clone()));
+            }
+        }
+        sub.next.store(next, Ordering::Relaxed);
+        (copied, left)
+    }
+
+    /// Like [`take`](Self::take), for a ring with one member (a connection's own): what it read
+    /// is dropped at once, so the ring's size is exactly what is still to be written.
+    pub(crate) fn take_own(
+        &self,
+        sub: &Sub,
+        out: &mut VecDeque<(u64, Frame)>,
+        budget: usize,
+    ) -> (usize, Option<u64>) {
+        let mut inner = lock(&self.inner);
+        let mut copied = 0;
+        while let Some(entry) = inner.entries.front() {
+            if copied + entry.cost > budget && copied > 0 {
+                let left = Some(entry.seq);
+                sub.next.store(inner.base, Ordering::Relaxed);
+                return (copied, left);
+            }
+            let entry = inner.entries.pop_front().expect("checked");
+            inner.bytes -= entry.cost;
+            inner.base += 1;
+            copied += entry.cost;
+            out.push_back((entry.seq, entry.frame));
+        }
+        inner.trimmed_at = 0;
+        sub.next.store(inner.base, Ordering::Relaxed);
+        (copied, None)
+    }
+
+    /// Whether `sub` has entries to read; if not, registers it to be woken by the next push.
+    pub(crate) fn wait(&self, sub: &Arc<Sub>) -> bool {
+        let mut inner = lock(&self.inner);
+        let head = inner.base + inner.entries.len() as u64;
+        if sub.next.load(Ordering::Relaxed) < head {
+            return true;
+        }
+        if !sub.waiting.swap(true, Ordering::Relaxed) {
+            inner.waiters.push(sub.clone());
+        }
+        false
+    }
+}
+
+impl Inner {
+    /// Drops the entries every member has read.
+    fn trim(&mut self) {
+        let min = self
+            .subs
+            .iter()
+            .map(|s| s.next.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(self.base + self.entries.len() as u64);
+        while self.base < min {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= entry.cost;
+            self.base += 1;
+        }
+    }
+
+    /// The members whose unread entries exceed `bound` bytes: removed and returned, or (with
+    /// `skip`) moved forward past what they missed.
+    fn drop_laggards(&mut self, bound: usize, skip: bool) -> Vec<Arc<Conn>> {
+        // The first index a member may be at without being more than `bound` behind.
+        let mut limit = self.base + self.entries.len() as u64;
+        let mut bytes = 0;
+        for entry in self.entries.iter().rev() {
+            if bytes + entry.cost > bound {
+                break;
+            }
+            bytes += entry.cost;
+            limit -= 1;
+        }
+        let mut laggards = Vec::new();
+        self.subs.retain(|sub| {
+            if sub.next.load(Ordering::Relaxed) >= limit {
+                return true;
+            }
+            if let Some(conn) = sub.conn.upgrade() {
+                laggards.push(conn);
+            }
+            if skip {
+                sub.next.store(limit, Ordering::Relaxed);
+                true
+            } else {
+                false
+            }
+        });
+        if !skip {
+            let subs = &self.subs;
+            self.waiters
+                .retain(|w| subs.iter().any(|s| Arc::ptr_eq(s, w)));
+        }
+        laggards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+    fn frame(n: usize) -> Frame {
+        Frame::Text(Utf8Bytes::from("x".repeat(n)))
+    }
+
+    #[test]
+    fn members_read_what_was_pushed_after_they_joined_in_order() {
+        let ring = Ring::new();
+        let seq = AtomicU64::new(0);
+        ring.push(frame(1), None, &seq, usize::MAX, false);
+        let sub = ring.subscribe(Weak::new(), None);
+        for _ in 0..3 {
+            ring.push(frame(1), None, &seq, usize::MAX, false);
+        }
+        let mut out = VecDeque::new();
+        let (_, left) = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
+        assert_eq!(left, None);
+        let seqs: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert!(!ring.wait(&sub), "nothing more to read: registered");
+        ring.push(frame(1), None, &seq, usize::MAX, false);
+        assert!(ring.wait(&sub));
+    }
+
+    #[test]
+    fn a_budget_cuts_the_copy_short_and_says_where() {
+        let ring = Ring::new();
+        let seq = AtomicU64::new(10);
+        let sub = ring.subscribe(Weak::new(), None);
+        for _ in 0..4 {
+            ring.push(frame(100), None, &seq, usize::MAX, false);
+        }
+        let mut out = VecDeque::new();
+        let cost = frame(100).cost();
+        let (copied, left) = ring.take(&sub, ConnectionId::new(), &mut out, 2 * cost);
+        assert_eq!((copied, left, out.len()), (2 * cost, Some(12), 2));
+        let (_, left) = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
+        assert_eq!((left, out.len()), (None, 4));
+    }
+
+    #[test]
+    fn entries_everyone_read_are_trimmed_and_laggards_reported() {
+        let ring = Ring::new();
+        let seq = AtomicU64::new(0);
+        let fast = ring.subscribe(Weak::new(), None);
+        let _slow = ring.subscribe(Weak::new(), None);
+        let mut out = VecDeque::new();
+        for _ in 0..2000 {
+            ring.push(frame(100), None, &seq, 100_000, false);
+            ring.take(&fast, ConnectionId::new(), &mut out, usize::MAX);
+        }
+        // The slow member held the ring until it fell past the bound; then it was dropped and
+        // the ring trimmed down to what the fast member has not read.
+        assert_eq!(ring.member_count(), 1);
+        assert!(
+            ring.bytes() <= TRIM_STEP + frame(100).cost(),
+            "{}",
+            ring.bytes()
+        );
+    }
+}
