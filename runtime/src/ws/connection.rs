@@ -32,7 +32,67 @@ use super::close_code;
 use super::outbox::{Ring, Sub};
 use crate::channel::ChannelState;
 
-pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type WsStream = WebSocketStream<Transport>;
+
+/// What a connection's WebSocket runs over: the upgraded HTTP connection, or (in the crate's
+/// benchmarks) a socket that discards what it is given.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Upgraded(TokioIo<Upgraded>),
+    Discard(crate::bench::Discard),
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $call:expr) => {
+        match $self.get_mut() {
+            Transport::Upgraded($io) => $call,
+            Transport::Discard($io) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, io => Pin::new(io).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Upgraded(io) => io.is_write_vectored(),
+            Transport::Discard(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_shutdown(cx))
+    }
+}
 
 /// The socket, shared by the reader (the handler's `WebSocket`) and the writer task. Each takes
 /// the lock for one poll only (never across an `.await`): the writer once per batch of frames,

@@ -25,7 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::connection::{Closing, Conn, Socket, write_loop};
+use super::connection::{Closing, Conn, Socket, Transport, write_loop};
 use super::route::{HandlerFailure, RouteRegistration, WsRequest, WsStart, not_found};
 use super::socket::{Decision, Head, WebSocket};
 use super::{close_code, lifecycle};
@@ -304,7 +304,7 @@ async fn run(
     // Boxed: the stream under construction is not part of every connection's task.
     let socket = Socket::new(
         Box::pin(WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
+            Transport::Upgraded(TokioIo::new(upgraded)),
             Role::Server,
             Some(app.ws().tungstenite),
         ))

@@ -1,0 +1,78 @@
+//! Not public API: connections without a network, for `cargo bench` (the writer runs as in a
+//! served app, but its socket discards what it is given and counts the bytes).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::App;
+use crate::channel::{Channel, ChannelState};
+use crate::ws::connection::{Conn, Socket, Transport, write_loop};
+
+/// A socket that never has anything to read and accepts every byte written.
+#[derive(Debug)]
+pub(crate) struct Discard(Arc<AtomicUsize>);
+
+impl AsyncRead for Discard {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Discard {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.fetch_add(buf.len(), Ordering::Relaxed);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A connection of `app` whose writer writes to a discarding socket.
+#[derive(Debug)]
+pub struct Detached {
+    /// Its channel (add it to groups, send to it).
+    pub channel: Channel,
+    written: Arc<AtomicUsize>,
+}
+
+impl Detached {
+    /// Starts the connection's writer (call inside a Tokio runtime).
+    pub async fn new(app: &App) -> Detached {
+        let written = Arc::new(AtomicUsize::new(0));
+        let io = Transport::Discard(Discard(written.clone()));
+        let stream =
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(app.ws().tungstenite)).await;
+        let conn = Conn::new(app.ws().conn.clone(), ChannelState::new(app.groups()));
+        tokio::spawn(write_loop(conn.clone(), Socket::new(stream)));
+        Detached {
+            channel: Channel::from_conn(conn),
+            written,
+        }
+    }
+
+    /// Bytes the writer has written so far.
+    pub fn written(&self) -> usize {
+        self.written.load(Ordering::Relaxed)
+    }
+}
