@@ -3,10 +3,14 @@
 //! - `GET /chat/{room}` (WebSocket): joins group `chat_{room}`; every JSON message the client
 //!   sends is emitted as `room.message` with `{"room": room, "message": msg}`, and the listener
 //!   sends it to every member of the room, the sender included.
-//! - `GET /stats`: `{"connections": n, "groups": {"chat_<room>": members, ..}}`.
+//! - `GET /stats`: `{"connections": n, "groups": {"chat_<room>": members, ..}}` (this server).
+//! - `GET /cluster`: the rooms of every server, when it runs in a cluster.
 //! - `GET /`: a page to chat from a browser.
 //!
 //! Run it: `cargo run -p switchboard-examples --example chat`, then open http://127.0.0.1:8000.
+//!
+//! With `SWITCHBOARD_REDIS_URL` set it joins the cluster of every chat server using that Redis:
+//! a message sent to a room on one server reaches its members on all of them.
 
 use serde::{Deserialize, Serialize};
 use switchboard::axum::Json;
@@ -26,9 +30,18 @@ struct RoomMessage {
 async fn chat_room(mut ws: WebSocket, room: String, app: App) -> Result<(), WsError> {
     ws.accept().await?;
     let channel = Channel::new(&ws);
-    app.channels()
+    if let Err(e) = app
+        .channels()
         .add_channel_to_group(&channel, format!("chat_{room}"))
-        .await?;
+        .await
+    {
+        // In a cluster whose Redis is unreachable: the room still works on this server, and
+        // the broker subscribes it to the other servers when Redis is back.
+        if e.kind() != switchboard::ErrorKind::Broker {
+            return Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string()));
+        }
+        eprintln!("room {room}: {e}");
+    }
     while let Some(message) = ws.receive_json::<Value>().await? {
         let msg = RoomMessage {
             room: room.clone(),
@@ -57,6 +70,19 @@ async fn stats(app: App) -> Json<Value> {
     Json(json!({ "connections": app.connection_count(), "groups": groups }))
 }
 
+async fn cluster(app: App) -> Json<Value> {
+    match app.channels().cluster_groups().await {
+        Ok(groups) => {
+            let groups: serde_json::Map<String, Value> = groups
+                .into_iter()
+                .map(|(name, members)| (name, members.into()))
+                .collect();
+            Json(json!({ "groups": groups }))
+        }
+        Err(e) => Json(json!({ "error": e.to_string() })),
+    }
+}
+
 async fn page() -> Html<&'static str> {
     Html(include_str!("chat.html"))
 }
@@ -65,6 +91,7 @@ async fn page() -> Html<&'static str> {
 async fn main() -> Result<(), switchboard::Error> {
     let app = App::builder()
         .route("/stats", get(stats))
+        .route("/cluster", get(cluster))
         .route("/", get(page))
         .build()?;
     switchboard_examples::serve(app).await

@@ -27,9 +27,16 @@ impl std::ops::Deref for Example {
 impl Example {
     /// Starts an example on a free port and waits for its `listening on http://ADDR` line.
     async fn start(name: &str) -> Example {
+        Self::start_with(name, &[]).await
+    }
+
+    /// Starts an example with more environment variables.
+    async fn start_with(name: &str, env: &[(&str, &str)]) -> Example {
         let binary = binary(name);
         let mut child = Command::new(&binary)
             .env("SWITCHBOARD_ADDR", "127.0.0.1:0")
+            .env_remove("SWITCHBOARD_REDIS_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -189,6 +196,55 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
     stats_become(&chat, json!({"connections": 2, "groups": {"chat_red": 2}})).await;
     drop((red_a, red_b));
     assert!(chat.terminate().await.success());
+}
+
+#[tokio::test]
+async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
+    let Some(redis) = switchboard::testing::RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let env = [("SWITCHBOARD_REDIS_URL", url.as_str())];
+    let one = Example::start_with("chat", &env).await;
+    let two = Example::start_with("chat", &env).await;
+    let mut alice = one.connect("/chat/lobby").await;
+    let mut bob = two.connect("/chat/lobby").await;
+    let mut carol = two.connect("/chat/elsewhere").await;
+    // Each server counts its own members; the cluster view counts both servers'.
+    stats_become(&one, json!({"connections": 1, "groups": {"chat_lobby": 1}})).await;
+    let mut cluster = Value::Null;
+    for _ in 0..500 {
+        cluster = one.get("/cluster").await.json();
+        if cluster == json!({"groups": {"chat_elsewhere": 1, "chat_lobby": 2}}) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        cluster,
+        json!({"groups": {"chat_elsewhere": 1, "chat_lobby": 2}})
+    );
+
+    alice.send_json(&json!("hi bob")).await;
+    bob.send_json(&json!("hi alice")).await;
+    for member in [&mut alice, &mut bob] {
+        let mut got = vec![
+            member.recv_json::<Value>().await,
+            member.recv_json::<Value>().await,
+        ];
+        got.sort_by_key(Value::to_string);
+        assert_eq!(
+            got,
+            [
+                json!({"room": "lobby", "message": "hi alice"}),
+                json!({"room": "lobby", "message": "hi bob"}),
+            ]
+        );
+    }
+    assert_eq!(carol.recv_within(Duration::from_millis(100)).await, None);
+    drop((alice, bob, carol));
+    assert!(one.terminate().await.success());
+    assert!(two.terminate().await.success());
 }
 
 #[tokio::test]

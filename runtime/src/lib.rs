@@ -24,9 +24,9 @@ pub use channel::{
 };
 pub use error::{Error, ErrorKind};
 pub use event::{
-    EmitReport, EventContext, EventId, EventMeta, EventMetrics, Events, FromEventContext,
-    IntoListener, IntoListenerResult, ListenOptions, ListenerError, ListenerHandle, ListenerParam,
-    Priority,
+    ClusterEmitReport, EmitReport, EventContext, EventId, EventMeta, EventMetrics, Events,
+    FromEventContext, IntoListener, IntoListenerResult, ListenOptions, ListenerError,
+    ListenerHandle, ListenerParam, Priority,
 };
 pub use extract::State;
 pub use ws::{Message, WebSocket, WsError};

@@ -47,6 +47,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::{App, Error, Shutdown};
 
+#[cfg(unix)]
+mod redis_server;
+#[cfg(unix)]
+pub use redis_server::{RedisServer, SKIP_VARIABLE};
+
 /// How long a helper waits for something before it panics.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{App, AppInner, registry};
-use crate::broker::{Broker, Local};
+use crate::broker::{self, Broker, Local};
 use crate::channel::groups::{Groups, GroupsConfig};
 use crate::channel::{HistoryLimits, SlowConsumer};
 use crate::event::Callable;
@@ -55,7 +55,7 @@ pub struct Builder {
     shutdown_timeout: Duration,
     http: Vec<HttpRoute>,
     fallback: Option<Router<App>>,
-    broker: Arc<dyn Broker>,
+    broker: Option<Arc<dyn Broker>>,
     groups: GroupsConfig,
 }
 
@@ -97,7 +97,7 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(10),
             http: Vec::new(),
             fallback: None,
-            broker: Arc::new(Local),
+            broker: None,
             groups: GroupsConfig {
                 slow_consumer: SlowConsumer::Close,
                 history: HistoryLimits {
@@ -283,9 +283,11 @@ impl Builder {
         self
     }
 
-    /// Where groups live (default [`Local`]: this process only).
+    /// Where groups live. Default: the Redis at `SWITCHBOARD_REDIS_URL` when that variable is
+    /// set and not empty (which needs the `redis` feature), else [`Local`] (this process
+    /// only). Setting a broker here ignores the variable.
     pub fn broker(mut self, broker: impl Broker) -> Self {
-        self.broker = Arc::new(broker);
+        self.broker = Some(Arc::new(broker));
         self
     }
 
@@ -330,7 +332,11 @@ impl Builder {
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
         let conns = Arc::new(self.conn);
-        let groups = Arc::new(Groups::new(self.broker, self.groups, conns.clone()));
+        let broker = match self.broker {
+            Some(broker) => broker,
+            None => broker::from_env()?.unwrap_or_else(|| Arc::new(Local)),
+        };
+        let groups = Arc::new(Groups::new(broker, self.groups, conns.clone()));
         let app = App {
             inner: Arc::new(AppInner {
                 bus: Arc::new(bus),

@@ -37,6 +37,7 @@ impl App {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
+        self.groups().broker.start();
         Ok(Server {
             listener,
             local_addr,
@@ -53,6 +54,7 @@ impl App {
     /// (`into_make_service_with_connect_info::<SocketAddr>()`) for
     /// [`WebSocket::client`](crate::ws::WebSocket::client) to know the peer.
     pub fn into_router(self) -> (Router, Shutdown) {
+        self.groups().broker.start();
         (self.router(), self.shutdown_handle())
     }
 

@@ -4,6 +4,7 @@
 //! only to reach other servers: subscribe when a group gets its first local member, unsubscribe
 //! after the last one, publish each `group_send`, and hand messages that come back from other
 //! servers to the local members. [`Local`] (the default) is a single process: nothing to reach.
+//! [`Redis`] (cargo feature `redis`) spans every server that shares one Redis.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -16,8 +17,30 @@ use crate::Error;
 use crate::channel::groups::Groups;
 use crate::ws::ConnectionId;
 
+#[cfg(feature = "redis")]
+mod envelope;
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{Redis, RedisMetrics};
+
+/// The event emitted (on every server that sees it) when the broker loses its connection:
+/// payload `{"node": id, "error": message}`. Until the matching [`CLUSTER_UP`], group messages
+/// reach local members only and publishes fail (`SendReport::published == Some(false)`).
+pub const CLUSTER_DOWN: &str = "switchboard:cluster.down";
+
+/// The event emitted when the broker is connected again and has resubscribed every group with
+/// local members: payload `{"node": id, "down_ms": n, "resubscribed": groups}`. Messages
+/// published during the outage are not replayed: tell clients to resync here.
+pub const CLUSTER_UP: &str = "switchboard:cluster.up";
+
 /// The future a broker method returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A cluster-wide answer: `None` when the broker cannot give one (the channel layer then
+/// answers for this server).
+pub type ClusterAnswer<T> = Option<Result<T, Error>>;
 
 /// A message for other servers: JSON text encoded once, and the channel it must skip.
 #[derive(Debug, Clone)]
@@ -28,17 +51,20 @@ pub struct Outgoing {
     pub except: Option<ConnectionId>,
 }
 
-/// Where group messages from other servers come in: the broker hands them to the local members
-/// of the app it was started for.
+/// Where messages from other servers come in: the broker hands them to the app it was started
+/// for. It holds the app weakly: once the app is gone, deliveries do nothing and
+/// [`closed`](Inbox::closed) completes.
 #[derive(Debug, Clone)]
 pub struct Inbox {
     groups: Weak<Groups>,
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl Inbox {
     pub(crate) fn new(groups: &Arc<Groups>) -> Self {
         Self {
             groups: Arc::downgrade(groups),
+            closed: groups.closed_token(),
         }
     }
 
@@ -58,23 +84,64 @@ impl Inbox {
             .is_some_and(|groups| groups.deliver_remote_to(channel, message))
     }
 
-    /// Reports a broker event (outage, recovery) on the app's bus.
+    /// Runs this server's listeners of an event emitted cluster-wide by another server
+    /// (`payload` is its JSON). Events run one after another, in the order they arrive, in a
+    /// task of the app's; returns `false` if the event was dropped because too many are
+    /// waiting.
+    pub fn deliver_event(&self, name: &str, payload: &[u8]) -> bool {
+        self.groups
+            .upgrade()
+            .is_some_and(|groups| groups.deliver_event(name, payload))
+    }
+
+    /// Whether `group` has members on this server.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups
+            .upgrade()
+            .is_some_and(|groups| groups.has_group(group))
+    }
+
+    /// The groups with members on this server, with their members.
+    pub fn local_members(&self) -> Vec<(String, Vec<ConnectionId>)> {
+        self.groups
+            .upgrade()
+            .map(|groups| groups.member_ids())
+            .unwrap_or_default()
+    }
+
+    /// Reports a broker event (such as [`CLUSTER_DOWN`]) on the app's bus.
     pub fn report(&self, name: &'static str, detail: serde_json::Value) {
         if let Some(groups) = self.groups.upgrade() {
             groups.report(name, detail);
         }
     }
+
+    /// Completes when the app is gone: a broker's background tasks end here.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
 }
 
-/// A broker: how groups reach other servers. Implemented by [`Local`] (one process).
+/// A broker: how groups reach other servers. Implemented by [`Local`] (one process) and, with
+/// the `redis` feature, by `Redis`.
+///
+/// The channel layer calls `subscribe` when a group gets its first member on this server and
+/// `unsubscribe` after its last one left (the two can race: before unsubscribing, check
+/// [`Inbox::has_group`]), `publish` for every group send, and the membership notifications
+/// for every join and leave.
 pub trait Broker: Send + Sync + Debug + 'static {
-    /// Whether messages cross to other servers; when `false` the channel layer never calls
-    /// `publish`.
+    /// Whether messages cross to other servers; when `false` the channel layer calls nothing
+    /// else.
     fn is_clustered(&self) -> bool;
 
     /// Gives the broker the app it serves: messages from other servers go to `inbox`. Called
-    /// once, when the app is built (possibly outside a runtime: connect on first use).
+    /// once, when the app is built (possibly outside a runtime: then start on first use, or
+    /// in [`start`](Broker::start)).
     fn attach(&self, inbox: Inbox);
+
+    /// Called when the app starts serving, inside the runtime: start background work that
+    /// could not start in [`attach`](Broker::attach).
+    fn start(&self) {}
 
     /// `group` got its first member on this server: receive its messages from now on. Returns
     /// once the subscription is in place, so a message sent right after is not missed.
@@ -96,6 +163,36 @@ pub trait Broker: Send + Sync + Debug + 'static {
         channel: ConnectionId,
         message: &'a Outgoing,
     ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Sends an event to the other servers, whose listeners of `name` run with `payload`
+    /// (JSON).
+    fn publish_event<'a>(
+        &'a self,
+        _name: &'a str,
+        _payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// `channel` joined `group` on this server (for cluster-wide membership queries).
+    fn member_joined(&self, _group: &str, _channel: ConnectionId) {}
+
+    /// `channel` left `group` on this server.
+    fn member_left(&self, _group: &str, _channel: ConnectionId) {}
+
+    /// Every group with members on any server, with its member count, sorted by name.
+    /// `None`: this broker cannot answer (the channel layer answers with this server's).
+    fn cluster_groups(&self) -> BoxFuture<'_, ClusterAnswer<Vec<(String, usize)>>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// The members of `group` on every server. `None`: this broker cannot answer.
+    fn cluster_members<'a>(
+        &'a self,
+        _group: &'a str,
+    ) -> BoxFuture<'a, ClusterAnswer<Vec<ConnectionId>>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// The in-process broker: groups live in this process only (the default).
@@ -131,5 +228,32 @@ impl Broker for Local {
         _message: &'a Outgoing,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The broker `SWITCHBOARD_REDIS_URL` asks for, if it is set and not empty.
+pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
+    let Some(url) = std::env::var_os("SWITCHBOARD_REDIS_URL").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let Some(url) = url.to_str() else {
+        return Err(Error::new(
+            crate::ErrorKind::Config,
+            "SWITCHBOARD_REDIS_URL is not valid UTF-8",
+        ));
+    };
+    #[cfg(feature = "redis")]
+    {
+        Ok(Some(Arc::new(Redis::new(url)?)))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        Err(Error::new(
+            crate::ErrorKind::Config,
+            format!(
+                "SWITCHBOARD_REDIS_URL is set ({url}) but switchboard was built without its \
+                 `redis` feature: enable it, or unset the variable to stay in one process"
+            ),
+        ))
     }
 }

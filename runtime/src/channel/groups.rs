@@ -71,7 +71,20 @@ pub(crate) struct Groups {
     /// Channels with an expiry, checked by the sweeper.
     expiring: Mutex<HashMap<crate::ws::ConnectionId, Weak<Conn>>>,
     sweeper: OnceLock<()>,
+    /// Events emitted cluster-wide by other servers, run in order by one task.
+    cluster_events: OnceLock<tokio::sync::mpsc::Sender<(String, serde_json::Value)>>,
+    /// Cancelled when this table (the app) goes away: the broker's tasks end.
+    closed: tokio_util::sync::CancellationToken,
 }
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// Cluster events from other servers waiting to run, at most.
+const CLUSTER_EVENT_QUEUE: usize = 1024;
 
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +112,13 @@ impl Groups {
             app: OnceLock::new(),
             expiring: Mutex::default(),
             sweeper: OnceLock::new(),
+            cluster_events: OnceLock::new(),
+            closed: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    pub(crate) fn closed_token(&self) -> tokio_util::sync::CancellationToken {
+        self.closed.clone()
     }
 
     pub(crate) fn attach(&self, app: crate::app::WeakApp) {
@@ -152,6 +171,7 @@ impl Groups {
                 }
             };
             let status = if channel.conn().join(&entry.ring, group.into()) {
+                self.broker.member_joined(group, channel.id());
                 AddStatus::Added {
                     group_created: created,
                 }
@@ -194,6 +214,7 @@ impl Groups {
         let Some(left) = channel.leave(&entry.ring) else {
             return (RemoveStatus::NotAMember, false);
         };
+        self.broker.member_left(group, channel.id);
         let emptied = left == 0;
         if emptied {
             guard.remove(group);
@@ -222,10 +243,12 @@ impl Groups {
             let _structure = lock(&self.structure);
             let guard = self.table.pin();
             for sub in subs {
-                if sub.ring.unsubscribe(&sub) > 0 {
+                let left = sub.ring.unsubscribe(&sub);
+                let Some(name) = &sub.group else { continue };
+                self.broker.member_left(name, channel.id);
+                if left > 0 {
                     continue;
                 }
-                let Some(name) = &sub.group else { continue };
                 if guard
                     .get(&**name)
                     .is_some_and(|entry| Arc::ptr_eq(&entry.ring, &sub.ring))
@@ -265,6 +288,7 @@ impl Groups {
                     for sub in entry.ring.members() {
                         if let Some(conn) = sub.conn.upgrade() {
                             conn.leave(&entry.ring);
+                            self.broker.member_left(name, conn.id);
                         }
                     }
                 }
@@ -413,6 +437,81 @@ impl Groups {
                 self.slow_consumer(channel.conn(), report);
             }
         }
+    }
+
+    /// An event emitted cluster-wide by another server: queued for the task that runs them in
+    /// order (started with the first). `false`: dropped, the queue is full.
+    pub(crate) fn deliver_event(&self, name: &str, payload: &[u8]) -> bool {
+        let payload: serde_json::Value = match serde_json::from_slice(payload) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::warn!(
+                    event = name,
+                    "dropped a cluster event whose payload is not JSON: {e}"
+                );
+                return false;
+            }
+        };
+        let Some(app) = self.app() else {
+            return false;
+        };
+        let queue = self.cluster_events.get_or_init(|| {
+            let (queue, mut events) =
+                tokio::sync::mpsc::channel::<(String, serde_json::Value)>(CLUSTER_EVENT_QUEUE);
+            let weak = app.downgrade();
+            let runner = async move {
+                while let Some((name, payload)) = events.recv().await {
+                    let Some(app) = crate::app::WeakApp::upgrade(&weak) else {
+                        return;
+                    };
+                    let _: crate::EmitReport = app.events().emit(name.as_str(), payload).await;
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(runner);
+                }
+                Err(_) => tracing::warn!("cluster events need a Tokio runtime"),
+            }
+            queue
+        });
+        match queue.try_send((name.to_owned(), payload)) {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::warn!(
+                    event = name,
+                    "dropped a cluster event: {CLUSTER_EVENT_QUEUE} are waiting to run"
+                );
+                false
+            }
+        }
+    }
+
+    /// Whether `group` has members here.
+    pub(crate) fn has_group(&self, group: &str) -> bool {
+        self.table
+            .pin()
+            .get(group)
+            .is_some_and(|entry| entry.ring.member_count() > 0)
+    }
+
+    /// Every group with members here, with their ids.
+    pub(crate) fn member_ids(&self) -> Vec<(String, Vec<crate::ws::ConnectionId>)> {
+        self.table
+            .pin()
+            .iter()
+            .map(|(name, group)| {
+                let ids = group
+                    .ring
+                    .members()
+                    .iter()
+                    .filter_map(|sub| sub.conn.upgrade())
+                    .map(|conn| conn.id)
+                    .collect::<Vec<_>>();
+                (name.to_string(), ids)
+            })
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect()
     }
 
     /// Emits a broker event on the app's bus (in the background).

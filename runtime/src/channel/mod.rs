@@ -456,6 +456,29 @@ impl ChannelBox {
         self.table().members(group)
     }
 
+    /// Every group with members on any server, with its member count, sorted by name. With a
+    /// cluster broker the answer comes from the membership the servers record in Redis: it is
+    /// approximate (joins show up within a moment, a server that died keeps its members listed
+    /// until their entries expire, see `Redis::membership_ttl`) and fails with an
+    /// [`ErrorKind::Broker`](crate::ErrorKind::Broker) error when Redis does not answer within
+    /// the broker's timeout. Without one, it is [`groups`](Self::groups).
+    pub async fn cluster_groups(&self) -> Result<Vec<(String, usize)>, Error> {
+        match self.table().broker.cluster_groups().await {
+            Some(answer) => answer,
+            None => Ok(self.groups()),
+        }
+    }
+
+    /// The ids of the members of `group` on any server (approximate, like
+    /// [`cluster_groups`](Self::cluster_groups)); without a cluster broker, this server's.
+    pub async fn cluster_members(&self, group: &str) -> Result<Vec<ConnectionId>, Error> {
+        Groups::check_name(group)?;
+        match self.table().broker.cluster_members(group).await {
+            Some(answer) => answer,
+            None => Ok(self.members(group).iter().map(Channel::id).collect()),
+        }
+    }
+
     /// Removes every group (channels stay connected); returns how many there were.
     pub async fn flush_groups(&self) -> usize {
         self.table().flush().await

@@ -100,6 +100,18 @@ impl EmitReport {
     }
 }
 
+/// What one [`Events::emit_cluster`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterEmitReport {
+    /// What this server's listeners did.
+    pub local: EmitReport,
+    /// Whether the event was sent to the other servers (`None` without a cluster broker).
+    pub published: Option<bool>,
+    /// Why it was not.
+    pub publish_error: Option<String>,
+}
+
 /// Counters of one event name, kept while the name has listeners (or is disabled).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -244,6 +256,48 @@ impl Events {
             to_json::<T>,
             true,
         )
+    }
+
+    /// Emits `name` on every server of the cluster: sends it to the other servers (their
+    /// listeners get the payload as JSON and run in a task of theirs, one event after another
+    /// in arrival order), then runs this server's listeners as [`emit`](Self::emit) does.
+    /// Without a cluster broker it is `emit`. [`emit`](Self::emit) itself stays local.
+    ///
+    /// Delivery to other servers is at most once: an event sent while Redis is unreachable is
+    /// lost for them (`published` is `Some(false)`; this server's listeners run all the same).
+    /// Errors: `name` is not a valid event name (nothing ran).
+    pub async fn emit_cluster<T>(&self, name: &str, payload: T) -> Result<ClusterEmitReport, Error>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let full = self.full_name(name);
+        let problem = match name::check(&full, name::Kind::Pattern) {
+            Ok(false) => None,
+            Ok(true) => Some("an emitted name cannot contain wildcards".to_owned()),
+            Err(e) => Some(e.message),
+        };
+        if let Some(problem) = problem {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("invalid event name `{full}`: {problem}"),
+            ));
+        }
+        let broker = self.app.groups().broker.clone();
+        let (mut published, mut publish_error) = (None, None);
+        if broker.is_clustered() {
+            let sent = match serde_json::to_vec(&payload) {
+                Ok(json) => broker.publish_event(&full, &json).await,
+                Err(e) => Err(Error::serialize(e)),
+            };
+            published = Some(sent.is_ok());
+            publish_error = sent.err().map(|e| e.to_string());
+        }
+        let local = self.emit(name, payload).await;
+        Ok(ClusterEmitReport {
+            local,
+            published,
+            publish_error,
+        })
     }
 
     /// Fire and forget: emits in a background task and returns at once.

@@ -150,6 +150,11 @@ impl ConnectionId {
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }
+
+    /// The id with this UUID (ids travel between servers as UUIDs).
+    pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+        Self(uuid)
+    }
 }
 
 impl std::fmt::Display for ConnectionId {

@@ -1,0 +1,179 @@
+//! The bytes a cluster message travels in: who sent it (so a server skips its own), what it
+//! is, and the payload as members receive it.
+//!
+//! ```text
+//! version (1) | kind (1: G group, D direct, E event) | node id (16) | kind's fields | payload
+//!   G: except flag (1) [+ channel id (16)]
+//!   D: channel id (16)
+//!   E: name length (2, big endian) + name (UTF-8)
+//! ```
+
+use uuid::Uuid;
+
+use crate::ws::ConnectionId;
+
+const VERSION: u8 = 1;
+
+/// A decoded cluster message, borrowing from the received bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Envelope<'a> {
+    /// The server that published it.
+    pub(crate) node: Uuid,
+    pub(crate) kind: Kind<'a>,
+    /// JSON text.
+    pub(crate) payload: &'a [u8],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Kind<'a> {
+    /// A group message; the group is the Redis channel's name.
+    Group { except: Option<ConnectionId> },
+    /// A message for one channel.
+    Direct { channel: ConnectionId },
+    /// A cluster-wide event.
+    Event { name: &'a str },
+}
+
+impl Kind<'_> {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Kind::Group { except: None } => 1,
+            Kind::Group { except: Some(_) } => 17,
+            Kind::Direct { .. } => 16,
+            Kind::Event { name } => 2 + name.len(),
+        }
+    }
+}
+
+impl Envelope<'_> {
+    /// The message's bytes. Event names longer than 65535 bytes are refused by the caller.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(18 + self.kind.encoded_len() + self.payload.len());
+        out.push(VERSION);
+        out.push(match self.kind {
+            Kind::Group { .. } => b'G',
+            Kind::Direct { .. } => b'D',
+            Kind::Event { .. } => b'E',
+        });
+        out.extend_from_slice(self.node.as_bytes());
+        match &self.kind {
+            Kind::Group { except: None } => out.push(0),
+            Kind::Group {
+                except: Some(channel),
+            } => {
+                out.push(1);
+                out.extend_from_slice(channel.as_uuid().as_bytes());
+            }
+            Kind::Direct { channel } => out.extend_from_slice(channel.as_uuid().as_bytes()),
+            Kind::Event { name } => {
+                let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
+            }
+        }
+        out.extend_from_slice(self.payload);
+        out
+    }
+}
+
+/// Reads a message; `Err` says what is wrong with it.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, &'static str> {
+    let mut input = Reader(bytes);
+    if input.take(1)? != [VERSION] {
+        return Err("unknown envelope version");
+    }
+    let kind = input.take(1)?[0];
+    let node = input.uuid()?;
+    let kind = match kind {
+        b'G' => match input.take(1)?[0] {
+            0 => Kind::Group { except: None },
+            1 => Kind::Group {
+                except: Some(ConnectionId::from_uuid(input.uuid()?)),
+            },
+            _ => return Err("bad except flag"),
+        },
+        b'D' => Kind::Direct {
+            channel: ConnectionId::from_uuid(input.uuid()?),
+        },
+        b'E' => {
+            let len = input.take(2)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let name = std::str::from_utf8(input.take(len)?).map_err(|_| "event name not UTF-8")?;
+            Kind::Event { name }
+        }
+        _ => return Err("unknown message kind"),
+    };
+    Ok(Envelope {
+        node,
+        kind,
+        payload: input.0,
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < n {
+            return Err("truncated message");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn uuid(&mut self) -> Result<Uuid, &'static str> {
+        let bytes = self.take(16)?;
+        Uuid::from_slice(bytes).map_err(|_| "bad id")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(kind: Kind<'_>) {
+        let node = Uuid::new_v4();
+        let envelope = Envelope {
+            node,
+            kind,
+            payload: br#"{"a":1}"#,
+        };
+        let bytes = envelope.encode();
+        assert_eq!(decode(&bytes), Ok(envelope));
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        round_trip(Kind::Group { except: None });
+        round_trip(Kind::Group {
+            except: Some(ConnectionId::from_uuid(Uuid::new_v4())),
+        });
+        round_trip(Kind::Direct {
+            channel: ConnectionId::from_uuid(Uuid::new_v4()),
+        });
+        round_trip(Kind::Event {
+            name: "room.message",
+        });
+    }
+
+    #[test]
+    fn damaged_messages_are_errors() {
+        let bytes = Envelope {
+            node: Uuid::new_v4(),
+            kind: Kind::Event { name: "e" },
+            payload: b"{}",
+        }
+        .encode();
+        for cut in 0..21 {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut wrong_version = bytes.clone();
+        wrong_version[0] = 9;
+        assert_eq!(decode(&wrong_version), Err("unknown envelope version"));
+        let mut wrong_kind = bytes;
+        wrong_kind[1] = b'X';
+        assert_eq!(decode(&wrong_kind), Err("unknown message kind"));
+        assert!(decode(b"").is_err());
+    }
+}

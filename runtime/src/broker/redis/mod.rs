@@ -1,0 +1,590 @@
+//! The Redis broker: groups and events across every server that shares one Redis.
+//!
+//! - Group messages: one `PUBLISH` per `group_send` on `{prefix}:g:{group}`; a server is
+//!   subscribed to exactly the groups it has members in (the first local member waits for the
+//!   subscription, the last one's leave drops it). Messages carry the sender's node id, so a
+//!   server skips its own publications (its members got the message directly).
+//! - `send_to` a channel on another server and cluster-wide events: `{prefix}:direct` and
+//!   `{prefix}:events`, to which every server subscribes.
+//! - Membership for cluster-wide `groups()`/`members()`: sorted sets `{prefix}:members:{group}`
+//!   of channel ids scored by an expiry time that live servers push forward; a dead server's
+//!   members drop out when it passes. Approximate by design.
+//! - Faults: Redis pub/sub delivers at most once. While Redis is unreachable, local delivery
+//!   goes on, publishes fail at once (counted, and reported in `SendReport`), and the broker
+//!   reconnects with backoff, resubscribes every group that still has local members, and emits
+//!   [`CLUSTER_DOWN`](super::CLUSTER_DOWN) / [`CLUSTER_UP`](super::CLUSTER_UP).
+
+mod membership;
+mod subscriber;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::envelope::{Envelope, Kind};
+use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing};
+use crate::ws::ConnectionId;
+use crate::{Error, ErrorKind};
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// The Redis broker (cargo feature `redis`): `App::builder().broker(Redis::new(url)?)`, or set
+/// `SWITCHBOARD_REDIS_URL`.
+///
+/// Settings are read when the app is built. Clones share the connection and the counters
+/// (keep one to read [`metrics`](Redis::metrics)).
+///
+/// ```no_run
+/// # fn main() -> Result<(), switchboard::Error> {
+/// use std::time::Duration;
+/// use switchboard::App;
+/// use switchboard::broker::Redis;
+///
+/// let broker = Redis::new("redis://127.0.0.1:6379/")?.prefix("chat");
+/// let app = App::builder().broker(broker.clone()).build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Redis {
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) membership_ttl: Duration,
+}
+
+/// What the broker has done so far (since it was created).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisMetrics {
+    /// Whether the broker is connected (subscribed and able to publish).
+    pub connected: bool,
+    /// Groups this server is subscribed to.
+    pub subscribed_groups: usize,
+    /// Messages published (group messages, direct messages and events).
+    pub published: u64,
+    /// Publishes that failed (Redis unreachable or too slow).
+    pub publish_failures: u64,
+    /// Messages received from other servers.
+    pub received: u64,
+    /// Messages of this server's own that came back and were skipped.
+    pub own_skipped: u64,
+    /// Messages that could not be read (and were dropped).
+    pub malformed: u64,
+    /// Cluster events dropped because too many were waiting to run.
+    pub events_dropped: u64,
+    /// Times the connection was lost.
+    pub outages: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    own_skipped: AtomicU64,
+    malformed: AtomicU64,
+    events_dropped: AtomicU64,
+    outages: AtomicU64,
+}
+
+/// A request to the subscriber task.
+#[derive(Debug)]
+enum Control {
+    Subscribe(String, oneshot::Sender<Result<(), String>>),
+    Unsubscribe(String),
+}
+
+/// A membership change for the registry in Redis.
+#[derive(Debug)]
+struct MemberOp {
+    group: String,
+    channel: ConnectionId,
+    joined: bool,
+}
+
+/// The state every clone and every task shares.
+struct Shared {
+    client: redis::Client,
+    /// The URL without its password, for messages.
+    url: String,
+    node: Uuid,
+    /// The settings of the clone given to the app (set when it is attached).
+    config: OnceLock<Config>,
+    /// The settings at creation, until then.
+    initial_config: Config,
+    inbox: OnceLock<Inbox>,
+    started: OnceLock<()>,
+    commands: tokio::sync::OnceCell<ConnectionManager>,
+    control: mpsc::UnboundedSender<Control>,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
+    members: mpsc::UnboundedSender<MemberOp>,
+    members_rx: Mutex<Option<mpsc::UnboundedReceiver<MemberOp>>>,
+    /// Pushed when the connection is back, so the registry is rewritten at once.
+    refresh_now: tokio::sync::Notify,
+    state: AtomicU8,
+    last_error: Mutex<String>,
+    subscribed: Mutex<BTreeSet<String>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("url", &self.shared.url)
+            .field("node", &self.shared.node)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// A broker for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// `rediss://..` is not supported, `redis+unix:///path/to/socket`). Nothing connects
+    /// until the app starts.
+    pub fn new(url: &str) -> Result<Redis, Error> {
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("invalid Redis URL `{}`: {e}", redact(url)),
+            )
+            .with_source(e)
+        })?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (members, members_rx) = mpsc::unbounded_channel();
+        let config = Config {
+            prefix: "switchboard".to_owned(),
+            timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            membership_ttl: Duration::from_secs(30),
+        };
+        Ok(Redis {
+            config: config.clone(),
+            shared: Arc::new(Shared {
+                client,
+                url: redact(url),
+                node: Uuid::new_v4(),
+                config: OnceLock::new(),
+                initial_config: config,
+                inbox: OnceLock::new(),
+                started: OnceLock::new(),
+                commands: tokio::sync::OnceCell::new(),
+                control,
+                control_rx: Mutex::new(Some(control_rx)),
+                members,
+                members_rx: Mutex::new(Some(members_rx)),
+                refresh_now: tokio::sync::Notify::new(),
+                state: AtomicU8::new(CONNECTING),
+                last_error: Mutex::new(String::new()),
+                subscribed: Mutex::new(BTreeSet::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The prefix of every Redis key and channel name (default `switchboard`): servers with
+    /// the same prefix form one cluster.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+
+    /// How long one Redis operation (publish, subscribe, query) may take before it counts as
+    /// failed (default 2 s): `group_send` never waits longer on Redis.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// The delays between reconnection attempts: from `min`, doubling up to `max` (default
+    /// 100 ms to 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.backoff_min = min;
+        self.config.backoff_max = max.max(min);
+        self
+    }
+
+    /// How long a server's entries in the cluster-wide membership outlive its last refresh
+    /// (default 30 s; refreshed every third of it): the members of a server that died vanish
+    /// from [`cluster_members`](crate::ChannelBox::cluster_members) after at most this long.
+    pub fn membership_ttl(mut self, ttl: Duration) -> Self {
+        self.config.membership_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// This server's id in the cluster (in every message it publishes).
+    pub fn node_id(&self) -> Uuid {
+        self.shared.node
+    }
+
+    /// Whether the broker is connected (subscribed and able to publish).
+    pub fn is_connected(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) == UP
+    }
+
+    /// The groups this server is subscribed to in Redis, sorted.
+    pub fn subscribed_groups(&self) -> Vec<String> {
+        lock(&self.shared.subscribed).iter().cloned().collect()
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> RedisMetrics {
+        let c = &self.shared.counters;
+        RedisMetrics {
+            connected: self.is_connected(),
+            subscribed_groups: lock(&self.shared.subscribed).len(),
+            published: c.published.load(Ordering::Relaxed),
+            publish_failures: c.publish_failures.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            own_skipped: c.own_skipped.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
+            events_dropped: c.events_dropped.load(Ordering::Relaxed),
+            outages: c.outages.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `url` without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Shared {
+    fn config(&self) -> &Config {
+        self.config.get().unwrap_or(&self.initial_config)
+    }
+
+    fn group_channel(&self, group: &str) -> String {
+        format!("{}:g:{group}", self.config().prefix)
+    }
+
+    fn direct_channel(&self) -> String {
+        format!("{}:direct", self.config().prefix)
+    }
+
+    fn events_channel(&self) -> String {
+        format!("{}:events", self.config().prefix)
+    }
+
+    fn broker_error(&self, what: &str, detail: impl std::fmt::Display) -> Error {
+        Error::new(
+            ErrorKind::Broker,
+            format!("{what} (Redis at {}): {detail}", self.url),
+        )
+    }
+
+    /// Fails at once while Redis is known to be unreachable.
+    fn check_up(&self, what: &str) -> Result<(), Error> {
+        if self.state.load(Ordering::Acquire) == DOWN {
+            let error = lock(&self.last_error).clone();
+            return Err(self.broker_error(what, format!("Redis is unreachable ({error})")));
+        }
+        Ok(())
+    }
+
+    /// The connection for commands (publish, membership), made on first use.
+    async fn commands(&self) -> Result<ConnectionManager, Error> {
+        let config = self.config();
+        self.commands
+            .get_or_try_init(|| async {
+                let settings = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(config.backoff_min)
+                    .set_max_delay(config.backoff_max);
+                ConnectionManager::new_lazy_with_config(self.client.clone(), settings)
+            })
+            .await
+            .cloned()
+            .map_err(|e| self.broker_error("cannot create the Redis connection", e))
+    }
+
+    /// Waits for a Redis request, at most the broker's timeout.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let timeout = self.config().timeout;
+        match tokio::time::timeout(timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.broker_error(what, e)),
+            Err(_) => Err(self.broker_error(what, format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// Runs one command (failing at once while Redis is unreachable).
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        command: &redis::Cmd,
+    ) -> Result<T, Error> {
+        self.check_up(what)?;
+        let mut connection = self.commands().await?;
+        self.timed(what, command.query_async(&mut connection)).await
+    }
+
+    /// Runs a pipeline and returns its (not ignored) results.
+    async fn pipeline_query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, Error> {
+        self.check_up(what)?;
+        let mut connection = self.commands().await?;
+        self.timed(what, pipe.query_async(&mut connection)).await
+    }
+
+    /// Runs a pipeline whose results are all ignored.
+    async fn pipeline(&self, what: &str, pipe: &redis::Pipeline) -> Result<(), Error> {
+        self.pipeline_query::<()>(what, pipe).await
+    }
+
+    /// Publishes an envelope on `channel`; counts the outcome.
+    async fn publish(
+        &self,
+        what: &str,
+        channel: String,
+        envelope: Envelope<'_>,
+    ) -> Result<(), Error> {
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(envelope.encode());
+        match self.query::<i64>(what, &command).await {
+            Ok(_) => {
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the background tasks once, inside a runtime.
+    fn start(self: &Arc<Self>) {
+        let Some(inbox) = self.inbox.get() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.started.set(()).is_err() {
+            return;
+        }
+        let control = lock(&self.control_rx).take();
+        let members = lock(&self.members_rx).take();
+        if let (Some(control), Some(members)) = (control, members) {
+            runtime.spawn(subscriber::run(self.clone(), inbox.clone(), control));
+            runtime.spawn(membership::run(self.clone(), inbox.clone(), members));
+        }
+    }
+}
+
+impl Broker for Redis {
+    fn is_clustered(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, inbox: Inbox) {
+        if self.shared.inbox.set(inbox).is_err() {
+            tracing::warn!("this Redis broker already serves an app: use one broker per app");
+            return;
+        }
+        let _ = self.shared.config.set(self.config.clone());
+        self.shared.start();
+    }
+
+    fn start(&self) {
+        self.shared.start();
+    }
+
+    fn subscribe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.start();
+            let what = "cannot subscribe to the group";
+            shared.check_up(what)?;
+            let (done, confirmed) = oneshot::channel();
+            if shared
+                .control
+                .send(Control::Subscribe(group.to_owned(), done))
+                .is_err()
+            {
+                return Err(shared.broker_error(what, "the broker has stopped"));
+            }
+            match tokio::time::timeout(shared.config().timeout, confirmed).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(e))) => Err(shared.broker_error(what, e)),
+                Ok(Err(_)) => Err(shared.broker_error(what, "the connection was lost")),
+                Err(_) => Err(shared.broker_error(
+                    what,
+                    format!("not confirmed within {:?}", shared.config().timeout),
+                )),
+            }
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        // The subscriber checks, in order with the subscriptions, that the group is still
+        // empty here (a new member may have joined since).
+        let _ = self
+            .shared
+            .control
+            .send(Control::Unsubscribe(group.to_owned()));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        group: &'a str,
+        message: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.start();
+            let envelope = Envelope {
+                node: shared.node,
+                kind: Kind::Group {
+                    except: message.except,
+                },
+                payload: &message.payload,
+            };
+            shared
+                .publish(
+                    "cannot publish to other servers",
+                    shared.group_channel(group),
+                    envelope,
+                )
+                .await
+        })
+    }
+
+    fn send_to<'a>(
+        &'a self,
+        channel: ConnectionId,
+        message: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.start();
+            let envelope = Envelope {
+                node: shared.node,
+                kind: Kind::Direct { channel },
+                payload: &message.payload,
+            };
+            shared
+                .publish(
+                    "cannot send to other servers",
+                    shared.direct_channel(),
+                    envelope,
+                )
+                .await
+        })
+    }
+
+    fn publish_event<'a>(
+        &'a self,
+        name: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.start();
+            if name.len() > usize::from(u16::MAX) {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    "an event name sent to the cluster must be at most 65535 bytes",
+                ));
+            }
+            let envelope = Envelope {
+                node: shared.node,
+                kind: Kind::Event { name },
+                payload,
+            };
+            shared
+                .publish(
+                    "cannot send the event to other servers",
+                    shared.events_channel(),
+                    envelope,
+                )
+                .await
+        })
+    }
+
+    fn member_joined(&self, group: &str, channel: ConnectionId) {
+        let _ = self.shared.members.send(MemberOp {
+            group: group.to_owned(),
+            channel,
+            joined: true,
+        });
+    }
+
+    fn member_left(&self, group: &str, channel: ConnectionId) {
+        let _ = self.shared.members.send(MemberOp {
+            group: group.to_owned(),
+            channel,
+            joined: false,
+        });
+    }
+
+    fn cluster_groups(&self) -> BoxFuture<'_, ClusterAnswer<Vec<(String, usize)>>> {
+        Box::pin(async move { Some(membership::groups(&self.shared).await) })
+    }
+
+    fn cluster_members<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, ClusterAnswer<Vec<ConnectionId>>> {
+        Box::pin(async move { Some(membership::members(&self.shared, group).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("redis://user:secret@127.0.0.1:6379/0"),
+            "redis://user:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_bad_url_is_an_error() {
+        let e = Redis::new("http://nope").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("invalid Redis URL"), "{e}");
+    }
+}

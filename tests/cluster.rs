@@ -1,0 +1,509 @@
+//! Cluster mode: two apps (two servers) sharing one Redis of the test's own, with real clients
+//! on both. Groups spanning both, groups on one only, `send_to` across, cluster events,
+//! cluster-wide membership, and a Redis that dies and comes back.
+
+use std::time::Duration;
+
+use switchboard::broker::{CLUSTER_DOWN, CLUSTER_UP, Redis};
+use switchboard::prelude::*;
+use switchboard::testing::{RedisServer, TestClient, TestServer};
+use switchboard::{ErrorKind, ws::ConnectionId};
+use tokio::sync::mpsc;
+
+/// What listeners of the apps saw: `(event name, payload)`.
+#[derive(Clone)]
+struct Seen(mpsc::UnboundedSender<(String, Value)>);
+
+/// `/room/{name}`: joins group `name`, says `{"joined": id}`, then sends every JSON message it
+/// receives to the group (or, for `{"to": id, ..}`, to that channel).
+#[ws_route("/room/{name}")]
+async fn room(mut ws: WebSocket, name: String, channels: ChannelBox) -> Result<(), WsError> {
+    ws.accept().await?;
+    let channel = ws.channel();
+    let joined = channels.add_channel_to_group(&channel, &name).await;
+    ws.send_json(&json!({ "joined": channel.id(), "subscribed": joined.is_ok() }))
+        .await?;
+    while let Some(message) = ws.receive_json::<Value>().await? {
+        if let Some(to) = message.get("to").and_then(Value::as_str) {
+            let to: ConnectionId = to.parse().map_err(|_| WsError::close(4000, "bad id"))?;
+            let _ = channels.send_to(to, &message).await;
+        } else {
+            let _ = channels.group_send(&name, &message).await;
+        }
+    }
+    Ok(())
+}
+
+#[on("cluster.**")]
+fn cluster_event(payload: Value, meta: EventMeta, State(seen): State<Seen>) {
+    let _ = seen.0.send((meta.name.to_string(), payload));
+}
+
+#[on("switchboard:cluster.*")]
+fn broker_event(payload: Value, meta: EventMeta, State(seen): State<Seen>) {
+    let _ = seen.0.send((meta.name.to_string(), payload));
+}
+
+struct Node {
+    app: App,
+    broker: Redis,
+    server: TestServer,
+    seen: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+async fn node(redis: &RedisServer, configure: impl FnOnce(Redis) -> Redis) -> Node {
+    let broker = configure(
+        Redis::new(&redis.url())
+            .unwrap()
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+    );
+    let (tx, seen) = mpsc::unbounded_channel();
+    let app = App::builder()
+        .only_module(module_path!())
+        .state(Seen(tx))
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    Node {
+        app,
+        broker,
+        server,
+        seen,
+    }
+}
+
+/// Connects to `/room/{group}` and waits for the join (and its subscription).
+async fn join(node: &Node, group: &str) -> (TestClient, ConnectionId) {
+    let mut client = node.server.connect(&format!("/room/{group}")).await;
+    let hello: Value = client.recv_json().await;
+    assert_eq!(hello["subscribed"], true, "{hello}");
+    let id = hello["joined"].as_str().unwrap().parse().unwrap();
+    (client, id)
+}
+
+/// Waits (bounded) for an event named `name` among what `node`'s listeners saw.
+async fn wait_for_event(node: &mut Node, name: &str) -> Value {
+    loop {
+        let (seen, payload) = tokio::time::timeout(Duration::from_secs(10), node.seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no `{name}` event within 10 s"))
+            .unwrap();
+        if seen == name {
+            return payload;
+        }
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+async fn stop(nodes: Vec<Node>, clients: Vec<TestClient>) {
+    drop(clients);
+    for node in nodes {
+        node.server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = node(&redis, |r| r).await;
+    let b = node(&redis, |r| r).await;
+    let (mut a1, _) = join(&a, "room").await;
+    let (mut a2, _) = join(&a, "room").await;
+    let (mut b1, _) = join(&b, "room").await;
+    let (mut b2, _) = join(&b, "room").await;
+
+    // One sender on each server, interleaved.
+    const MESSAGES: u64 = 200;
+    for seq in 0..MESSAGES {
+        a1.send_json(&json!({"from": "a", "seq": seq})).await;
+        b2.send_json(&json!({"from": "b", "seq": seq})).await;
+    }
+    for client in [&mut a1, &mut a2, &mut b1, &mut b2] {
+        let mut next = [0u64, 0u64];
+        for _ in 0..2 * MESSAGES {
+            let message: Value = client.recv_json().await;
+            let sender = usize::from(message["from"] == "b");
+            assert_eq!(message["seq"], next[sender], "per-sender order: {message}");
+            next[sender] += 1;
+        }
+        assert_eq!(next, [MESSAGES, MESSAGES]);
+        // Nothing more: no message arrives twice.
+        assert!(
+            client
+                .recv_within(Duration::from_millis(100))
+                .await
+                .is_none()
+        );
+    }
+    // Each server skipped its own publications and delivered the other's.
+    assert_eq!(a.broker.metrics().received, MESSAGES);
+    assert_eq!(b.broker.metrics().received, MESSAGES);
+    assert_eq!(a.broker.metrics().own_skipped, MESSAGES);
+    assert_eq!(a.broker.metrics().publish_failures, 0);
+    stop(vec![a, b], vec![a1, a2, b1, b2]).await;
+}
+
+#[tokio::test]
+async fn a_group_on_one_server_does_not_reach_the_other() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = node(&redis, |r| r).await;
+    let b = node(&redis, |r| r).await;
+    let (mut solo, _) = join(&a, "solo").await;
+    let (_elsewhere, _) = join(&b, "elsewhere").await;
+    assert_eq!(a.broker.subscribed_groups(), ["solo"]);
+    assert_eq!(b.broker.subscribed_groups(), ["elsewhere"]);
+
+    for seq in 0..50 {
+        solo.send_json(&json!({ "seq": seq })).await;
+    }
+    for seq in 0..50 {
+        assert_eq!(solo.recv_json::<Value>().await["seq"], seq);
+    }
+    // The other server was not subscribed, so Redis sent it nothing. (A member gets a
+    // message before its publication ends: wait for the count.)
+    eventually("50 publications", || a.broker.metrics().published == 50).await;
+    assert_eq!(b.broker.metrics().received, 0);
+
+    // The last member's leave drops the subscription.
+    drop(solo);
+    eventually("unsubscribed after the last member", || {
+        a.broker.subscribed_groups().is_empty()
+    })
+    .await;
+    stop(vec![a, b], vec![_elsewhere]).await;
+}
+
+#[tokio::test]
+async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = node(&redis, |r| r).await;
+    let b = node(&redis, |r| r).await;
+    let (mut sender, _) = join(&a, "fresh").await;
+    for round in 0..20 {
+        // `join` returns after the join (and its subscription) is confirmed.
+        let group = format!("fresh{round}");
+        let (mut listener, _) = join(&b, &group).await;
+        let (mut talker, _) = join(&a, &group).await;
+        talker.send_json(&json!({ "round": round })).await;
+        assert_eq!(listener.recv_json::<Value>().await["round"], round);
+        assert_eq!(talker.recv_json::<Value>().await["round"], round);
+    }
+    sender.send_json(&json!({"last": true})).await;
+    assert_eq!(sender.recv_json::<Value>().await["last"], true);
+    stop(vec![a, b], vec![sender]).await;
+}
+
+#[tokio::test]
+async fn send_to_reaches_a_channel_on_the_other_server() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = node(&redis, |r| r).await;
+    let b = node(&redis, |r| r).await;
+    let (mut on_a, _) = join(&a, "x").await;
+    let (mut on_b, b_id) = join(&b, "y").await;
+    on_a.send_json(&json!({ "to": b_id, "text": "psst" })).await;
+    let got: Value = on_b.recv_json().await;
+    assert_eq!(got["text"], "psst");
+    // Only the addressee got it.
+    assert!(on_a.recv_within(Duration::from_millis(100)).await.is_none());
+
+    // From the app's side, too.
+    let report = a
+        .app
+        .channels()
+        .send_to(b_id, &json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(report.published, Some(true));
+    assert_eq!(on_b.recv_json::<Value>().await["n"], 2);
+    stop(vec![a, b], vec![on_a, on_b]).await;
+}
+
+#[tokio::test]
+async fn cluster_events_run_on_every_server_and_emit_stays_local() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut a = node(&redis, |r| r).await;
+    let mut b = node(&redis, |r| r).await;
+    // Both are connected (and subscribed to the events channel) once they answer a join.
+    let (ca, _) = join(&a, "g").await;
+    let (cb, _) = join(&b, "g").await;
+
+    let report = a
+        .app
+        .events()
+        .emit_cluster("cluster.deploy", json!({ "version": 7 }))
+        .await
+        .unwrap();
+    assert_eq!(report.published, Some(true));
+    assert_eq!(report.local.listeners_executed, 1);
+    assert_eq!(wait_for_event(&mut a, "cluster.deploy").await["version"], 7);
+    assert_eq!(wait_for_event(&mut b, "cluster.deploy").await["version"], 7);
+
+    // A plain emit runs on its own server only; then another cluster event, which B sees next.
+    a.app.events().emit("cluster.local", json!({})).await;
+    assert_eq!(wait_for_event(&mut a, "cluster.local").await, json!({}));
+    a.app
+        .events()
+        .emit_cluster("cluster.after", json!(1))
+        .await
+        .unwrap();
+    let (name, _) = tokio::time::timeout(Duration::from_secs(10), b.seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(name, "cluster.after", "B must not have seen cluster.local");
+
+    // Order holds across many.
+    for n in 0..100 {
+        b.app
+            .events()
+            .emit_cluster("cluster.tick", json!(n))
+            .await
+            .unwrap();
+    }
+    for n in 0..100 {
+        assert_eq!(wait_for_event(&mut a, "cluster.tick").await, json!(n));
+    }
+
+    let bad = a.app.events().emit_cluster("bad name", json!(1)).await;
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidName);
+    stop(vec![a, b], vec![ca, cb]).await;
+}
+
+/// Polls `check` (bounded) until it returns what is expected; returns the last answer.
+async fn until<T: PartialEq + std::fmt::Debug, F: Future<Output = T>>(
+    expected: T,
+    mut check: impl FnMut() -> F,
+) -> T {
+    for _ in 0..500 {
+        let got = check().await;
+        if got == expected {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check().await
+}
+
+fn sorted(mut ids: Vec<ConnectionId>) -> Vec<ConnectionId> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn cluster_membership_counts_every_server_and_forgets_dead_ones() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let ttl = Duration::from_millis(300);
+    let a = node(&redis, |r| r.membership_ttl(ttl)).await;
+    let b = node(&redis, |r| r.membership_ttl(ttl)).await;
+    let (a1, id1) = join(&a, "lobby").await;
+    let (b1, id2) = join(&b, "lobby").await;
+    let (b2, id3) = join(&b, "side").await;
+
+    let channels = a.app.channels();
+    let lobby = || async { sorted(channels.cluster_members("lobby").await.unwrap()) };
+    let expected = sorted(vec![id1, id2]);
+    assert_eq!(until(expected.clone(), lobby).await, expected);
+    assert_eq!(
+        channels.cluster_groups().await.unwrap(),
+        [("lobby".to_owned(), 2), ("side".to_owned(), 1)]
+    );
+    assert_eq!(
+        b.app.channels().cluster_members("side").await.unwrap(),
+        [id3]
+    );
+    // The local answers stay local.
+    assert_eq!(channels.groups(), [("lobby".to_owned(), 1)]);
+
+    // Live servers refresh their entries: still there after several TTLs.
+    tokio::time::sleep(ttl * 4).await;
+    assert_eq!(lobby().await, expected);
+
+    // A leave shows up.
+    drop(b1);
+    assert_eq!(until(vec![id1], lobby).await, [id1]);
+    drop(b2);
+    let groups = || async { channels.cluster_groups().await.unwrap() };
+    let only_lobby = vec![("lobby".to_owned(), 1)];
+    assert_eq!(until(only_lobby.clone(), groups).await, only_lobby);
+
+    // A server that dies (its runtime stops with everything in it: no leave, no cleanup)
+    // keeps its members listed until their entries expire.
+    let (joined_tx, joined) = tokio::sync::oneshot::channel();
+    let (die_tx, die) = tokio::sync::oneshot::channel::<()>();
+    let url = redis.url();
+    let doomed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let broker = Redis::new(&url).unwrap().membership_ttl(ttl);
+            let (tx, _seen) = mpsc::unbounded_channel();
+            let app = App::builder()
+                .only_module(module_path!())
+                .state(Seen(tx))
+                .broker(broker)
+                .build()
+                .unwrap();
+            let server = TestServer::start(app).await;
+            let mut client = server.connect("/room/doomed").await;
+            let hello: Value = client.recv_json().await;
+            let _ = joined_tx.send(hello["joined"].as_str().unwrap().to_owned());
+            let _ = die.await;
+            // Nothing of this runtime runs after `block_on` returns.
+            std::mem::forget((client, server));
+        });
+        drop(runtime);
+    });
+    let doomed_id: ConnectionId = joined.await.unwrap().parse().unwrap();
+    let doomed_members = || async { channels.cluster_members("doomed").await.unwrap() };
+    assert_eq!(until(vec![doomed_id], doomed_members).await, [doomed_id]);
+    die_tx.send(()).unwrap();
+    doomed.join().unwrap();
+    // Nobody removes its entry: it drops out once its expiry has passed.
+    assert_eq!(until(vec![], doomed_members).await, []);
+    assert_eq!(groups().await, only_lobby);
+    stop(vec![a, b], vec![a1]).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut a = node(&redis, |r| r).await;
+    let mut b = node(&redis, |r| r).await;
+    let (mut a1, _) = join(&a, "room").await;
+    let (mut a2, _) = join(&a, "room").await;
+    let (mut b1, _) = join(&b, "room").await;
+    a1.send_json(&json!({ "n": 0 })).await;
+    for client in [&mut a1, &mut a2, &mut b1] {
+        assert_eq!(client.recv_json::<Value>().await["n"], 0);
+    }
+
+    redis.kill();
+    let down = wait_for_event(&mut a, CLUSTER_DOWN).await;
+    assert_eq!(down["node"], json!(a.broker.node_id()));
+    wait_for_event(&mut b, CLUSTER_DOWN).await;
+    assert!(!a.broker.is_connected());
+
+    // Local delivery goes on; the failed publish is reported and counted.
+    a1.send_json(&json!({ "n": 1 })).await;
+    assert_eq!(a1.recv_json::<Value>().await["n"], 1);
+    assert_eq!(a2.recv_json::<Value>().await["n"], 1);
+    let report = a
+        .app
+        .channels()
+        .group_send("room", &json!({ "n": 2 }))
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 2);
+    assert_eq!(report.published, Some(false));
+    let error = report.publish_error.unwrap();
+    assert!(error.contains("unreachable"), "{error}");
+    assert!(a.app.channels().metrics().publish_failures >= 2);
+    assert!(a.broker.metrics().publish_failures >= 2);
+    for client in [&mut a1, &mut a2] {
+        assert_eq!(client.recv_json::<Value>().await["n"], 2);
+    }
+    // A join during the outage to a new group: a local member at once, and an error saying
+    // why; a join to a subscribed group is fine (it is resubscribed when Redis is back).
+    let mut late = a.server.connect("/room/late").await;
+    assert_eq!(late.recv_json::<Value>().await["subscribed"], false);
+    let (mut a3, _) = join(&a, "room").await;
+    // B got nothing of this (at most once across an outage).
+    assert!(b1.recv_within(Duration::from_millis(100)).await.is_none());
+
+    redis.resume().await;
+    let up = wait_for_event(&mut a, CLUSTER_UP).await;
+    assert_eq!(up["resubscribed"], 2);
+    wait_for_event(&mut b, CLUSTER_UP).await;
+    assert_eq!(a.broker.subscribed_groups(), ["late", "room"]);
+    assert_eq!(b.broker.subscribed_groups(), ["room"]);
+
+    // Across servers again, both ways, without restarting either app.
+    a2.send_json(&json!({ "n": 3 })).await;
+    b1.send_json(&json!({ "n": 4 })).await;
+    for client in [&mut a1, &mut a2, &mut a3, &mut b1] {
+        let mut got = vec![
+            client.recv_json::<Value>().await["n"].clone(),
+            client.recv_json::<Value>().await["n"].clone(),
+        ];
+        got.sort_by_key(|n| n.as_u64());
+        assert_eq!(got, [json!(3), json!(4)]);
+    }
+    // The group joined during the outage reaches the other server too.
+    let (mut b_late, _) = join(&b, "late").await;
+    late.send_json(&json!({ "n": 5 })).await;
+    assert_eq!(b_late.recv_json::<Value>().await["n"], 5);
+    assert_eq!(late.recv_json::<Value>().await["n"], 5);
+    assert_eq!(a.broker.metrics().outages, 1);
+    stop(vec![a, b], vec![a1, a2, a3, b1, late, b_late]).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_fast_and_is_reported() {
+    // A socket path nothing listens on.
+    let broker = Redis::new("redis+unix:///nonexistent/switchboard.sock")
+        .unwrap()
+        .timeout(Duration::from_millis(300))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(50));
+    let (tx, seen) = mpsc::unbounded_channel();
+    let app = App::builder()
+        .only_module(module_path!())
+        .state(Seen(tx))
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let mut node = Node {
+        app,
+        broker,
+        server,
+        seen,
+    };
+    let down = wait_for_event(&mut node, CLUSTER_DOWN).await;
+    assert!(
+        down["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{down}"
+    );
+    let mut client = node.server.connect("/room/r").await;
+    let hello: Value = client.recv_json().await;
+    assert_eq!(hello["subscribed"], false);
+    let error = node.app.channels().cluster_groups().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Broker);
+    let report = node
+        .app
+        .channels()
+        .group_send("r", &json!(1))
+        .await
+        .unwrap();
+    assert_eq!((report.delivered, report.published), (1, Some(false)));
+    assert_eq!(client.recv_json::<Value>().await, json!(1));
+    drop(client);
+    node.server.shutdown().await;
+}
