@@ -161,6 +161,73 @@ mod slow {
     }
 }
 
+mod backpressure {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Wire;
+
+    /// Every message a client sends goes to its group: here, the sender alone.
+    #[ws_route("/burst")]
+    async fn burst(mut ws: WebSocket, channels: ChannelBox) -> Result<(), WsError> {
+        ws.accept().await?;
+        channels
+            .add_channel_to_group(&ws.channel(), "burst")
+            .await?;
+        while let Some(message) = ws.receive_json::<Value>().await? {
+            channels.group_send("burst", &message).await.ok();
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_sender_faster_than_its_own_reader_is_slowed_down_not_dropped() {
+        // The messages it sends and gets back far exceed its outbound bound: the server must
+        // stop reading from it while its queue is backed up, instead of queueing (and then
+        // closing it as a slow consumer).
+        let app = App::builder()
+            .only_module(module_path!())
+            .outbound_queue_bytes(32 * 1024)
+            .build()
+            .unwrap();
+        let server = TestServer::start(app.clone()).await;
+        let client = server
+            .client("/burst")
+            .receive_buffer(4096)
+            .connect()
+            .await
+            .unwrap();
+        let (mut sink, mut stream) = client.into_stream().split();
+        const MESSAGES: u64 = 3000;
+        let padding = "x".repeat(500);
+        let sender = tokio::spawn(async move {
+            for seq in 0..MESSAGES {
+                let text = json!({"seq": seq, "pad": padding}).to_string();
+                sink.send(Wire::text(text)).await.unwrap();
+            }
+            sink
+        });
+        for seq in 0..MESSAGES {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("the connection is open")
+                .expect("no error");
+            let Wire::Text(text) = message else {
+                panic!("expected message {seq}, got {message:?}");
+            };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["seq"], seq);
+            if seq % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let sink = sender.await.unwrap();
+        assert_eq!(app.channels().metrics().slow_consumers_closed, 0);
+        drop((sink, stream));
+        server.shutdown().await;
+    }
+}
+
 mod expiry {
     use super::*;
 

@@ -324,6 +324,11 @@ impl TestClient {
             .and_then(|v| v.to_str().ok())
     }
 
+    /// The underlying tokio-tungstenite stream (to split it and send while receiving).
+    pub fn into_stream(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     /// Sends a text message.
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.send(WireMessage::Text(text.into().into())).await;

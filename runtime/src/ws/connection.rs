@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -29,7 +29,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage, Utf8Bytes};
 
 use super::close_code;
-use super::outbox::{Ring, Sub};
+use super::outbox::{Ring, Sub, Taken};
+
+/// Bytes a writer takes from one ring at a time: many frames per write to the socket, while
+/// its batch and tungstenite's output buffer stay small (a burst waits in the shared ring, not
+/// in a copy per member; buffers stay below the allocator's mmap threshold).
+const FILL_BYTES: usize = 64 * 1024;
 use crate::channel::ChannelState;
 
 pub(crate) type WsStream = WebSocketStream<Transport>;
@@ -262,8 +267,11 @@ pub(crate) struct Conn {
     own: Arc<Sub>,
     /// The rings of the groups it is in.
     groups: Mutex<Vec<Arc<Sub>>>,
-    /// The writer holds more than half the bound: reads pause until it catches up.
+    /// More than half the bound waits for the writer: reads pause until it is below a quarter
+    /// (set by the reader, cleared by the writer).
     backlogged: AtomicBool,
+    /// Bytes the writer took from the rings and has not given to the socket yet.
+    unwritten: AtomicUsize,
     writer: AtomicWaker,
     reader: AtomicWaker,
     /// Woken when the writer took frames from a full queue (for senders that wait).
@@ -308,6 +316,7 @@ impl Conn {
             own: Ring::new().subscribe(me.clone(), None),
             groups: Mutex::default(),
             backlogged: AtomicBool::new(false),
+            unwritten: AtomicUsize::new(0),
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
             space: Notify::new(),
@@ -506,9 +515,34 @@ impl Conn {
         }
     }
 
-    /// Whether a reader should pause: the writer is more than half its bound behind.
-    pub(crate) fn is_backlogged(&self) -> bool {
-        self.backlogged.load(Ordering::Acquire)
+    /// Bytes waiting for this connection: in its rings, and taken by its writer but not
+    /// written yet.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        let mut queued = self.unwritten.load(Ordering::SeqCst) + self.own.behind();
+        for sub in lock(&self.groups).iter() {
+            queued += sub.behind();
+        }
+        queued
+    }
+
+    /// Whether the reader should pause: more than half the bound waits for the writer (the
+    /// client sends faster than it takes what it is sent). The writer wakes the reader once
+    /// less than a quarter waits.
+    pub(crate) fn should_pause_reading(&self) -> bool {
+        if self.backlogged.load(Ordering::SeqCst) {
+            return true;
+        }
+        let bound = self.config.max_queue_bytes;
+        if self.queued_bytes() <= bound / 2 {
+            return false;
+        }
+        self.backlogged.store(true, Ordering::SeqCst);
+        // The writer may have caught up before it could see the flag: look again.
+        if self.queued_bytes() <= bound / 4 {
+            self.backlogged.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 }
 
@@ -680,37 +714,32 @@ impl Writer {
         }
     }
 
-    /// Takes what the rings hold for this connection, within the bound, in sequence order.
+    /// Takes what the rings hold for this connection, at most [`FILL_BYTES`] from each, in
+    /// sequence order; the rest waits in the rings (shared, not copied per member).
     fn fill(&mut self, conn: &Conn) {
-        let bound = conn.config.max_queue_bytes;
         let before = self.batch.len();
         let mut sources = 0;
-        self.limit = None;
-        let mut take =
-            |batch: &mut VecDeque<(u64, Frame)>, bytes: &mut usize, sub: &Sub, own: bool| {
-                let budget = bound.saturating_sub(*bytes);
-                if budget == 0 {
-                    return None;
-                }
-                let len = batch.len();
-                let (copied, left) = if own {
-                    sub.ring.take_own(sub, batch, budget)
-                } else {
-                    sub.ring.take(sub, conn.id, batch, budget)
-                };
-                *bytes += copied;
-                if batch.len() > len {
-                    sources += 1;
-                }
-                left
-            };
-        let mut limit = take(&mut self.batch, &mut self.batch_bytes, &conn.own, true);
-        for sub in lock(&conn.groups).iter() {
-            let left = take(&mut self.batch, &mut self.batch_bytes, sub, false);
-            limit = match (limit, left) {
+        let mut limit: Option<u64> = None;
+        let mut add = |batch: &VecDeque<(u64, Frame)>, len: usize, taken: Taken| {
+            if batch.len() > len {
+                sources += 1;
+            }
+            self.batch_bytes += taken.bytes;
+            limit = match (limit, taken.left) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+        };
+        let len = self.batch.len();
+        let taken = conn
+            .own
+            .ring
+            .take_own(&conn.own, &mut self.batch, FILL_BYTES);
+        add(&self.batch, len, taken);
+        for sub in lock(&conn.groups).iter() {
+            let len = self.batch.len();
+            let taken = sub.ring.take(sub, conn.id, &mut self.batch, FILL_BYTES);
+            add(&self.batch, len, taken);
         }
         if sources > 1 || (sources == 1 && before > 0) {
             self.batch.make_contiguous().sort_by_key(|(seq, _)| *seq);
@@ -727,15 +756,14 @@ impl Writer {
         lock(&conn.groups).iter().all(|sub| !sub.ring.wait(sub))
     }
 
-    /// Sets or clears the backlog flag (reads pause above half the bound, resume below a
-    /// quarter), waking a paused reader.
+    /// Publishes what the writer holds and, when the reader paused and less than a quarter
+    /// of the bound waits now, lets it read again.
     fn update_backlog(&self, conn: &Conn) {
-        let bound = conn.config.max_queue_bytes;
-        let backlogged = conn.backlogged.load(Ordering::Relaxed);
-        if !backlogged && self.batch_bytes > bound / 2 {
-            conn.backlogged.store(true, Ordering::Release);
-        } else if backlogged && self.batch_bytes <= bound / 4 {
-            conn.backlogged.store(false, Ordering::Release);
+        conn.unwritten.store(self.batch_bytes, Ordering::SeqCst);
+        if conn.backlogged.load(Ordering::SeqCst)
+            && conn.queued_bytes() <= conn.config.max_queue_bytes / 4
+        {
+            conn.backlogged.store(false, Ordering::SeqCst);
             conn.reader.wake();
         }
     }

@@ -30,6 +30,18 @@ pub(crate) struct Entry {
     pub(crate) frame: Frame,
     cost: usize,
     except: Option<ConnectionId>,
+    /// The ring's `pushed` before this entry: a member at this entry has `pushed - start`
+    /// bytes left to read.
+    start: u64,
+}
+
+/// What one [`Ring::take`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// Bytes (frame costs) copied.
+    pub(crate) bytes: usize,
+    /// When the budget cut the copy short: the sequence number of the first entry left.
+    pub(crate) left: Option<u64>,
 }
 
 /// One member's place in a ring.
@@ -38,6 +50,9 @@ pub(crate) struct Sub {
     pub(crate) ring: Arc<Ring>,
     /// The index of the next entry this member reads.
     next: AtomicU64,
+    /// The ring's `pushed` at `next`: `ring.pushed - read_to` is what this member has left to
+    /// read (readable without the ring's lock).
+    read_to: AtomicU64,
     /// Registered in the ring's waiters (its writer is idle).
     waiting: AtomicBool,
     pub(crate) conn: Weak<Conn>,
@@ -53,6 +68,7 @@ struct Inner {
     bytes: usize,
     /// `bytes` after the last trim.
     trimmed_at: usize,
+
     subs: Vec<Arc<Sub>>,
     waiters: Vec<Arc<Sub>>,
 }
@@ -69,6 +85,16 @@ pub(crate) struct Pushed {
 #[derive(Debug, Default)]
 pub(crate) struct Ring {
     inner: Mutex<Inner>,
+    /// Bytes ever pushed (written under the lock, readable without it).
+    pushed: AtomicU64,
+}
+
+impl Sub {
+    /// Bytes this member has not taken from its ring yet.
+    pub(crate) fn behind(&self) -> usize {
+        let pushed = self.ring.pushed.load(Ordering::SeqCst);
+        pushed.saturating_sub(self.read_to.load(Ordering::SeqCst)) as usize
+    }
 }
 
 impl Ring {
@@ -87,6 +113,7 @@ impl Ring {
         let sub = Arc::new(Sub {
             ring: self.clone(),
             next: AtomicU64::new(head),
+            read_to: AtomicU64::new(self.pushed.load(Ordering::SeqCst)),
             waiting: AtomicBool::new(false),
             conn,
             group,
@@ -138,13 +165,16 @@ impl Ring {
         let cost = frame.cost();
         let mut inner = lock(&self.inner);
         let seq = sequence.fetch_add(1, Ordering::Relaxed);
+        let start = self.pushed.load(Ordering::Relaxed);
         inner.entries.push_back(Entry {
             seq,
             frame,
             cost,
             except,
+            start,
         });
         inner.bytes += cost;
+        self.pushed.store(start + cost as u64, Ordering::SeqCst);
         let mut pushed = Pushed {
             members: inner.subs.len(),
             laggards: Vec::new(),
@@ -152,7 +182,7 @@ impl Ring {
         if inner.bytes > inner.trimmed_at + TRIM_STEP {
             inner.trim();
             if inner.bytes > bound {
-                pushed.laggards = inner.drop_laggards(bound, skip_laggards);
+                pushed.laggards = inner.drop_laggards(bound, skip_laggards, start + cost as u64);
                 inner.trim();
             }
             inner.trimmed_at = inner.bytes;
@@ -168,33 +198,38 @@ impl Ring {
         pushed
     }
 
-    /// Copies the entries `sub` has not read into `out`, at most `budget` bytes; returns the
-    /// bytes copied and, when the budget cut it short, the sequence number of the first entry
-    /// left behind.
+    /// Copies the entries `sub` has not read into `out`, at most `budget` bytes (at least one
+    /// entry).
     pub(crate) fn take(
         &self,
         sub: &Sub,
         me: ConnectionId,
         out: &mut VecDeque<(u64, Frame)>,
         budget: usize,
-    ) -> (usize, Option<u64>) {
+    ) -> Taken {
         let inner = lock(&self.inner);
+        let pushed = self.pushed.load(Ordering::Relaxed);
         let mut next = sub.next.load(Ordering::Relaxed).max(inner.base);
-        let mut copied = 0;
-        let mut left = None;
+        let mut taken = Taken {
+            bytes: 0,
+            left: None,
+        };
+        let mut read_to = pushed;
         while let Some(entry) = inner.entries.get((next - inner.base) as usize) {
-            if copied + entry.cost > budget && copied > 0 {
-                left = Some(entry.seq);
+            if taken.bytes + entry.cost > budget && taken.bytes > 0 {
+                taken.left = Some(entry.seq);
+                read_to = entry.start;
                 break;
             }
             next += 1;
             if entry.except != Some(me) {
-                copied += entry.cost;
+                taken.bytes += entry.cost;
                 out.push_back((entry.seq, entry.frame.clone()));
             }
         }
         sub.next.store(next, Ordering::Relaxed);
-        (copied, left)
+        sub.read_to.store(read_to, Ordering::SeqCst);
+        taken
     }
 
     /// Like [`take`](Self::take), for a ring with one member (a connection's own): what it read
@@ -204,24 +239,31 @@ impl Ring {
         sub: &Sub,
         out: &mut VecDeque<(u64, Frame)>,
         budget: usize,
-    ) -> (usize, Option<u64>) {
+    ) -> Taken {
         let mut inner = lock(&self.inner);
-        let mut copied = 0;
+        let mut taken = Taken {
+            bytes: 0,
+            left: None,
+        };
+        let mut read_to = self.pushed.load(Ordering::Relaxed);
         while let Some(entry) = inner.entries.front() {
-            if copied + entry.cost > budget && copied > 0 {
-                let left = Some(entry.seq);
-                sub.next.store(inner.base, Ordering::Relaxed);
-                return (copied, left);
+            if taken.bytes + entry.cost > budget && taken.bytes > 0 {
+                taken.left = Some(entry.seq);
+                read_to = entry.start;
+                break;
             }
             let entry = inner.entries.pop_front().expect("checked");
             inner.bytes -= entry.cost;
             inner.base += 1;
-            copied += entry.cost;
+            taken.bytes += entry.cost;
             out.push_back((entry.seq, entry.frame));
         }
-        inner.trimmed_at = 0;
+        if taken.left.is_none() {
+            inner.trimmed_at = 0;
+        }
         sub.next.store(inner.base, Ordering::Relaxed);
-        (copied, None)
+        sub.read_to.store(read_to, Ordering::SeqCst);
+        taken
     }
 
     /// Whether `sub` has entries to read; if not, registers it to be woken by the next push.
@@ -258,16 +300,19 @@ impl Inner {
 
     /// The members whose unread entries exceed `bound` bytes: removed and returned, or (with
     /// `skip`) moved forward past what they missed.
-    fn drop_laggards(&mut self, bound: usize, skip: bool) -> Vec<Arc<Conn>> {
-        // The first index a member may be at without being more than `bound` behind.
+    fn drop_laggards(&mut self, bound: usize, skip: bool, pushed: u64) -> Vec<Arc<Conn>> {
+        // The first index a member may be at without being more than `bound` behind, and the
+        // ring's byte position there.
         let mut limit = self.base + self.entries.len() as u64;
         let mut bytes = 0;
+        let mut position = pushed;
         for entry in self.entries.iter().rev() {
             if bytes + entry.cost > bound {
                 break;
             }
             bytes += entry.cost;
             limit -= 1;
+            position = entry.start;
         }
         let mut laggards = Vec::new();
         self.subs.retain(|sub| {
@@ -279,6 +324,7 @@ impl Inner {
             }
             if skip {
                 sub.next.store(limit, Ordering::Relaxed);
+                sub.read_to.store(position, Ordering::SeqCst);
                 true
             } else {
                 false
@@ -312,8 +358,8 @@ mod tests {
             ring.push(frame(1), None, &seq, usize::MAX, false);
         }
         let mut out = VecDeque::new();
-        let (_, left) = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
-        assert_eq!(left, None);
+        let taken = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
+        assert_eq!((taken.left, sub.behind()), (None, 0));
         let seqs: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert!(!ring.wait(&sub), "nothing more to read: registered");
@@ -331,10 +377,18 @@ mod tests {
         }
         let mut out = VecDeque::new();
         let cost = frame(100).cost();
-        let (copied, left) = ring.take(&sub, ConnectionId::new(), &mut out, 2 * cost);
-        assert_eq!((copied, left, out.len()), (2 * cost, Some(12), 2));
-        let (_, left) = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
-        assert_eq!((left, out.len()), (None, 4));
+        assert_eq!(sub.behind(), 4 * cost);
+        let taken = ring.take(&sub, ConnectionId::new(), &mut out, 2 * cost);
+        assert_eq!(
+            taken,
+            Taken {
+                bytes: 2 * cost,
+                left: Some(12),
+            }
+        );
+        assert_eq!((out.len(), sub.behind()), (2, 2 * cost));
+        let taken = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
+        assert_eq!((taken.left, sub.behind(), out.len()), (None, 0, 4));
     }
 
     #[test]

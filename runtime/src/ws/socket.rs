@@ -390,7 +390,7 @@ impl WebSocket {
                 return Poll::Ready(Ok(None));
             }
             self.conn.register_reader(cx.waker());
-            if self.conn.is_backlogged() {
+            if self.conn.should_pause_reading() {
                 // The client sends faster than it takes what it is sent: stop reading it until
                 // its writer catches up (the writer wakes this reader).
                 return Poll::Pending;
