@@ -406,6 +406,22 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
     }
 
     redis.kill();
+    // Sent before the broker noticed: queued for publishing, or refused at once; either way
+    // the failure is counted, never silently dropped.
+    let unnoticed = a
+        .app
+        .channels()
+        .group_send("room", &json!({ "n": "unnoticed" }))
+        .await
+        .unwrap();
+    assert_eq!(unnoticed.delivered, 2);
+    eventually("the failed publish is counted", || {
+        a.broker.metrics().publish_failures >= 1
+    })
+    .await;
+    for client in [&mut a1, &mut a2] {
+        assert_eq!(client.recv_json::<Value>().await["n"], "unnoticed");
+    }
     let down = wait_for_event(&mut a, CLUSTER_DOWN).await;
     assert_eq!(down["node"], json!(a.broker.node_id()));
     wait_for_event(&mut b, CLUSTER_DOWN).await;
@@ -426,7 +442,7 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
     let error = report.publish_error.unwrap();
     assert!(error.contains("unreachable"), "{error}");
     assert!(a.app.channels().metrics().publish_failures >= 2);
-    assert!(a.broker.metrics().publish_failures >= 2);
+    assert!(a.broker.metrics().publish_failures >= 3);
     for client in [&mut a1, &mut a2] {
         assert_eq!(client.recv_json::<Value>().await["n"], 2);
     }

@@ -314,8 +314,10 @@ pub struct SendReport {
     pub slow_consumers_closed: usize,
     /// The id of the history entry, when saved.
     pub history_id: Option<u64>,
-    /// With a cluster broker: whether the message was published to the other servers (`None`
-    /// without one).
+    /// With a cluster broker: whether it took the message for the other servers (`None`
+    /// without one). `Some(false)`: it could not (Redis unreachable, or too far behind), see
+    /// `publish_error`. The Redis broker publishes in the background, in order, so a failure
+    /// after it took the message is counted and logged by the broker instead.
     pub published: Option<bool>,
     /// Why publishing failed.
     pub publish_error: Option<String>,
@@ -333,7 +335,9 @@ pub struct ChannelMetrics {
     pub dropped_for_slow_consumers: u64,
     /// Channels closed because they expired.
     pub expired: u64,
-    /// Group sends that could not be published to the cluster.
+    /// Group sends the cluster broker refused (`SendReport::published == Some(false)`). A
+    /// publish that fails after the broker took it is counted by the broker
+    /// (`Redis::metrics`).
     pub publish_failures: u64,
 }
 

@@ -1,6 +1,8 @@
 //! The Redis broker: groups and events across every server that shares one Redis.
 //!
-//! - Group messages: one `PUBLISH` per `group_send` on `{prefix}:g:{group}`; a server is
+//! - Group messages: one `PUBLISH` per `group_send` on `{prefix}:g:{group}`, handed to a
+//!   publisher task that publishes in order, pipelining what queued up (so a sender never
+//!   waits for Redis, and a burst costs few round trips); a server is
 //!   subscribed to exactly the groups it has members in (the first local member waits for the
 //!   subscription, the last one's leave drops it). Messages carry the sender's node id, so a
 //!   server skips its own publications (its members got the message directly).
@@ -15,6 +17,7 @@
 //!   [`CLUSTER_DOWN`](super::CLUSTER_DOWN) / [`CLUSTER_UP`](super::CLUSTER_UP).
 
 mod membership;
+mod publisher;
 mod subscriber;
 
 use std::collections::BTreeSet;
@@ -108,6 +111,17 @@ enum Control {
     Unsubscribe(String),
 }
 
+/// A message waiting for the publisher task.
+#[derive(Debug)]
+struct Publication {
+    channel: String,
+    bytes: Vec<u8>,
+}
+
+/// Publications waiting for Redis, at most: past that, publishing fails at once (Redis is too
+/// slow for the load) instead of queueing without bound.
+const PUBLISH_QUEUE: usize = 16 * 1024;
+
 /// A membership change for the registry in Redis.
 #[derive(Debug)]
 struct MemberOp {
@@ -133,6 +147,8 @@ struct Shared {
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
     members: mpsc::UnboundedSender<MemberOp>,
     members_rx: Mutex<Option<mpsc::UnboundedReceiver<MemberOp>>>,
+    publications: mpsc::Sender<Publication>,
+    publications_rx: Mutex<Option<mpsc::Receiver<Publication>>>,
     /// Pushed when the connection is back, so the registry is rewritten at once.
     refresh_now: tokio::sync::Notify,
     state: AtomicU8,
@@ -165,6 +181,7 @@ impl Redis {
         })?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let (members, members_rx) = mpsc::unbounded_channel();
+        let (publications, publications_rx) = mpsc::channel(PUBLISH_QUEUE);
         let config = Config {
             prefix: "switchboard".to_owned(),
             timeout: Duration::from_secs(2),
@@ -187,6 +204,8 @@ impl Redis {
                 control_rx: Mutex::new(Some(control_rx)),
                 members,
                 members_rx: Mutex::new(Some(members_rx)),
+                publications,
+                publications_rx: Mutex::new(Some(publications_rx)),
                 refresh_now: tokio::sync::Notify::new(),
                 state: AtomicU8::new(CONNECTING),
                 last_error: Mutex::new(String::new()),
@@ -366,27 +385,31 @@ impl Shared {
         self.pipeline_query::<()>(what, pipe).await
     }
 
-    /// Publishes an envelope on `channel`; counts the outcome.
-    async fn publish(
-        &self,
-        what: &str,
-        channel: String,
-        envelope: Envelope<'_>,
-    ) -> Result<(), Error> {
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(channel).arg(envelope.encode());
-        match self.query::<i64>(what, &command).await {
-            Ok(_) => {
-                self.counters.published.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.counters
-                    .publish_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
+    /// Hands an envelope for `channel` to the publisher task (which publishes in order,
+    /// pipelined); fails at once, counted, when Redis is unreachable or the queue is full.
+    fn publish(&self, what: &str, channel: String, envelope: Envelope<'_>) -> Result<(), Error> {
+        let queued = self.check_up(what).and_then(|()| {
+            self.publications
+                .try_send(Publication {
+                    channel,
+                    bytes: envelope.encode(),
+                })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => self.broker_error(
+                        what,
+                        format!("{PUBLISH_QUEUE} messages are already waiting for Redis"),
+                    ),
+                    mpsc::error::TrySendError::Closed(_) => {
+                        self.broker_error(what, "the broker has stopped")
+                    }
+                })
+        });
+        if queued.is_err() {
+            self.counters
+                .publish_failures
+                .fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 
     /// Starts the background tasks once, inside a runtime.
@@ -402,9 +425,12 @@ impl Shared {
         }
         let control = lock(&self.control_rx).take();
         let members = lock(&self.members_rx).take();
-        if let (Some(control), Some(members)) = (control, members) {
+        let publications = lock(&self.publications_rx).take();
+        if let (Some(control), Some(members), Some(publications)) = (control, members, publications)
+        {
             runtime.spawn(subscriber::run(self.clone(), inbox.clone(), control));
             runtime.spawn(membership::run(self.clone(), inbox.clone(), members));
+            runtime.spawn(publisher::run(self.clone(), inbox.clone(), publications));
         }
     }
 }
@@ -478,13 +504,11 @@ impl Broker for Redis {
                 },
                 payload: &message.payload,
             };
-            shared
-                .publish(
-                    "cannot publish to other servers",
-                    shared.group_channel(group),
-                    envelope,
-                )
-                .await
+            shared.publish(
+                "cannot publish to other servers",
+                shared.group_channel(group),
+                envelope,
+            )
         })
     }
 
@@ -501,13 +525,11 @@ impl Broker for Redis {
                 kind: Kind::Direct { channel },
                 payload: &message.payload,
             };
-            shared
-                .publish(
-                    "cannot send to other servers",
-                    shared.direct_channel(),
-                    envelope,
-                )
-                .await
+            shared.publish(
+                "cannot send to other servers",
+                shared.direct_channel(),
+                envelope,
+            )
         })
     }
 
@@ -530,13 +552,11 @@ impl Broker for Redis {
                 kind: Kind::Event { name },
                 payload,
             };
-            shared
-                .publish(
-                    "cannot send the event to other servers",
-                    shared.events_channel(),
-                    envelope,
-                )
-                .await
+            shared.publish(
+                "cannot send the event to other servers",
+                shared.events_channel(),
+                envelope,
+            )
         })
     }
 
