@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Cross-server fan-out: the chat example alone (in-process broker), alone with Redis, and as
+# two servers sharing one Redis with the room's members split between them (the senders on
+# the first; every message crosses to the second through Redis). Same load as the shared
+# harness' scenarios (a) and (b), from bench/crossfan; servers and Redis pinned to CPU 0, the
+# generator to CPU 1; runs interleaved. Prints a table of medians and writes the JSON of every
+# run to bench/results/cross-<timestamp>/.
+#
+#   bench/crossnode.sh                 3 runs (~3 min)
+#   RUNS=1 bench/crossnode.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${RUNS:-3}"
+OUT="$ROOT/bench/results/cross-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+command -v redis-server >/dev/null || { log "redis-server is missing (Debian: apt-get install redis-server)"; exit 1; }
+
+log "building the chat example and crossfan (release)"
+(cd "$ROOT" && cargo build --release --quiet -p switchboard-examples --example chat)
+(cd "$ROOT/bench/crossfan" && cargo build --release --quiet)
+TARGET="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+CHAT="$TARGET/release/examples/chat"
+CROSSFAN="$ROOT/bench/crossfan/target/release/crossfan"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+REDIS_PORT="$(free_port)"
+taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$OUT/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_port "$REDIS_PORT" || { log "redis-server did not start"; exit 1; }
+
+# start_chat PORT [REDIS_URL]: prints the pid
+start_chat() {
+  SWITCHBOARD_ADDR="127.0.0.1:$1" SWITCHBOARD_REDIS_URL="${2:-}" taskset -c 0 "$CHAT" \
+    >>"$OUT/chat-$1.log" 2>&1 &
+  echo $!
+}
+
+run_mode() { # mode run
+  local mode="$1" run="$2" p1 p2 pid1 pid2="" urls=() pids=() url=""
+  p1="$(free_port)"
+  [ "$mode" = local ] || url="redis://127.0.0.1:$REDIS_PORT/"
+  pid1="$(start_chat "$p1" "$url")"; PIDS+=("$pid1")
+  wait_port "$p1"
+  urls=(--url "ws://127.0.0.1:$p1/chat/r"); pids=(--server-pid "$pid1" --server-pid "$REDIS_PID")
+  if [ "$mode" = two ]; then
+    p2="$(free_port)"
+    pid2="$(start_chat "$p2" "$url")"; PIDS+=("$pid2")
+    wait_port "$p2"
+    urls+=(--url "ws://127.0.0.1:$p2/chat/r"); pids+=(--server-pid "$pid2")
+  fi
+  sleep 0.3
+  for scenario in a b; do
+    local args
+    case "$scenario" in
+      a) args=(--subscribers 1000 --senders 10 --messages 200 --rate 0) ;;
+      b) args=(--subscribers 1000 --senders 1 --messages 500 --rate 100) ;;
+    esac
+    timeout 120 taskset -c 1 "$CROSSFAN" "${urls[@]}" "${pids[@]}" "${args[@]}" --label "$mode" \
+      >"$OUT/${mode}__${scenario}__r${run}.json" || true
+    log "$mode $scenario r$run: $(cut -c1-160 "$OUT/${mode}__${scenario}__r${run}.json")"
+    sleep 0.5
+  done
+  kill "$pid1" $pid2 2>/dev/null || true
+  wait "$pid1" $pid2 2>/dev/null || true
+  sleep 0.5
+}
+
+for run in $(seq 1 "$RUNS"); do
+  for mode in local one two; do
+    run_mode "$mode" "$run"
+  done
+done
+
+python3 - "$OUT" <<'PY'
+import glob, json, os, statistics, sys
+out = sys.argv[1]
+rows = {}
+for f in glob.glob(os.path.join(out, "*__*__r*.json")):
+    mode, scenario, _ = os.path.basename(f)[:-5].split("__")
+    try:
+        rows.setdefault((mode, scenario), []).append(json.load(open(f)))
+    except ValueError:
+        pass
+def med(mode, scenario, get):
+    vals = [get(o) for o in rows.get((mode, scenario), []) if "error" not in o]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
+names = {"local": "one server, in-process broker", "one": "one server, Redis broker",
+         "two": "two servers, one Redis (half the members on each)"}
+print("| setup | (a) deliveries/s | (a) p99 ms | (a) CPU us/delivery (servers + Redis) | (b) p50 ms | (b) p99 ms | lost / reordered |")
+print("|---|---|---|---|---|---|---|")
+base = {}
+for mode in ("local", "one", "two"):
+    a_rate = med(mode, "a", lambda o: o["deliveries_per_sec"])
+    a_p99 = med(mode, "a", lambda o: o["lat_ms"]["p99"])
+    a_cpu = med(mode, "a", lambda o: o["server_cpu_us_per_delivery"])
+    b_p50 = med(mode, "b", lambda o: o["lat_ms"]["p50"])
+    b_p99 = med(mode, "b", lambda o: o["lat_ms"]["p99"])
+    if mode == "local":
+        base = {"rate": a_rate, "b99": b_p99}
+    lost = sum(o.get("lost", 0) for s in "ab" for o in rows.get((mode, s), []))
+    reordered = sum(o.get("reordered", 0) for s in "ab" for o in rows.get((mode, s), []))
+    def r(v, b):
+        return f" ({v / b:.2f}x)" if v and b and mode != "local" else ""
+    fmt = lambda v, f: "n/a" if v is None else f.format(v)
+    print(f"| {names[mode]} | {fmt(a_rate and a_rate / 1e6, '{:.2f}M')}{r(a_rate, base['rate'])} | {fmt(a_p99, '{:.0f}')} | {fmt(a_cpu, '{:.3f}')} | {fmt(b_p50, '{:.2f}')} | {fmt(b_p99, '{:.2f}')}{r(b_p99, base['b99'])} | {lost} / {reordered} |")
+print(f"\nmedians of {max((len(v) for v in rows.values()), default=0)} runs; results in {out}")
+PY
