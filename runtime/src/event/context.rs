@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::{App, Error, Events};
 
-/// The id of one emit: unique within an app, increasing (a counter, not a random UUID).
+/// The id of one emit: unique within an app, increasing from one emit to the next in a thread
+/// (a counter, not a random UUID; threads take ids in blocks, so ids from different threads
+/// are not in emit order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(pub u64);
@@ -42,7 +44,7 @@ pub struct EventContext<'a> {
     payload: &'a mut (dyn Any + Send + Sync),
     payload_type: &'static str,
     to_json: ToJson,
-    memo: &'a mut Memo,
+    memo: &'a mut Option<Box<Memo>>,
 }
 
 /// What one emit computes at most once and shares between its listeners.
@@ -70,7 +72,7 @@ impl<'a> EventContext<'a> {
         payload: &'a mut (dyn Any + Send + Sync),
         payload_type: &'static str,
         to_json: ToJson,
-        memo: &'a mut Memo,
+        memo: &'a mut Option<Box<Memo>>,
     ) -> Self {
         Self {
             app,
@@ -100,7 +102,8 @@ impl<'a> EventContext<'a> {
 
     /// When the event was emitted (taken when a listener first asks for it).
     pub fn timestamp(&mut self) -> SystemTime {
-        *self.memo.timestamp.get_or_insert_with(SystemTime::now)
+        let memo = self.memo.get_or_insert_with(Box::default);
+        *memo.timestamp.get_or_insert_with(SystemTime::now)
     }
 
     pub(crate) fn payload_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
@@ -116,10 +119,11 @@ impl<'a> EventContext<'a> {
         if let Some(Some(value)) = self.payload.downcast_ref::<Option<Value>>() {
             return Ok(value);
         }
-        if self.memo.json.is_none() {
-            self.memo.json = Some((self.to_json)(&*self.payload)?);
+        let memo = self.memo.get_or_insert_with(Box::default);
+        if memo.json.is_none() {
+            memo.json = Some((self.to_json)(&*self.payload)?);
         }
-        Ok(self.memo.json.as_ref().expect("set above"))
+        Ok(memo.json.as_ref().expect("set above"))
     }
 }
 

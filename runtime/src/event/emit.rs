@@ -16,7 +16,6 @@ use std::time::Duration;
 
 // A TSC-based clock where the CPU has a stable one: two reads per emit, at half the cost of
 // `std::time::Instant` on the machines this was measured on.
-use quanta::Instant;
 
 use super::bus::{Bus, LISTENER_ERROR, Listener, Listeners, Slot, Stats};
 use super::context::{EventContext, Memo, ToJson, to_json};
@@ -77,16 +76,26 @@ struct Core<'a> {
     payload_type: &'static str,
     to_json: ToJson,
     report_failures: bool,
-    memo: Memo,
+    /// What listeners computed from the payload (its JSON, the time), boxed when first needed:
+    /// most emits never need it, and the emit future stays small to move.
+    memo: Option<Box<Memo>>,
     report: EmitReport,
-    started: Option<Instant>,
-    /// Held once a listener suspended (until then the list is read under the map's guard): the
-    /// name's slot (for its counters) and the list this emit runs.
-    entry: Option<(Arc<Slot>, Arc<Listeners>)>,
+    /// The clock's raw reading when the first listener started (0: none ran).
+    started: u64,
     /// The next listener to run.
     next: usize,
     /// The listener being awaited, for its label in reports.
     current: usize,
+    /// What an emit needs once it suspends (boxed: most emits never do, and the future stays
+    /// small to move).
+    suspended: Option<Box<Suspended<'a>>>,
+}
+
+#[derive(Default)]
+struct Suspended<'a> {
+    /// Held once a listener suspended (until then the list is read under the map's guard): the
+    /// name's slot (for its counters) and the list this emit runs.
+    entry: Option<(Arc<Slot>, Arc<Listeners>)>,
     waiting: Option<Waiting<'a>>,
 }
 
@@ -111,13 +120,12 @@ impl<'a> Core<'a> {
             payload_type,
             to_json,
             report_failures,
-            memo: Memo::default(),
+            memo: None,
             report: EmitReport::new(super::EventId(0)),
-            started: None,
-            entry: None,
+            started: 0,
             next: 0,
             current: 0,
-            waiting: None,
+            suspended: None,
         }
     }
 
@@ -126,15 +134,19 @@ impl<'a> Core<'a> {
         payload: &mut (dyn Any + Send + Sync),
         cx: &mut Context<'_>,
     ) -> Poll<EmitReport> {
-        let Some((slot, listeners)) = self.entry.take() else {
+        let Some((slot, listeners)) = self.suspended.as_mut().and_then(|s| s.entry.take()) else {
             return self.start(payload, cx);
         };
         let result = match self.run(&listeners, payload, cx) {
             Step::Done => Poll::Ready(self.finish(&slot.stats)),
             Step::Suspended => Poll::Pending,
         };
-        self.entry = Some((slot, listeners));
+        self.suspended().entry = Some((slot, listeners));
         result
+    }
+
+    fn suspended(&mut self) -> &mut Suspended<'a> {
+        self.suspended.get_or_insert_with(Box::default)
     }
 
     /// The first poll: look the name up and run as far as possible without suspending.
@@ -165,11 +177,12 @@ impl<'a> Core<'a> {
             slot.stats.record(0, 0, Duration::ZERO);
             return Poll::Ready(self.report.clone());
         }
-        self.started = Some(Instant::now());
+        self.started = self.bus.clock().raw();
         match self.run(&listeners, payload, cx) {
             Step::Done => Poll::Ready(self.finish(&slot.stats)),
             Step::Suspended => {
-                self.entry = Some((slot.clone(), arc_swap::Guard::into_inner(listeners)));
+                self.suspended().entry =
+                    Some((slot.clone(), arc_swap::Guard::into_inner(listeners)));
                 Poll::Pending
             }
         }
@@ -183,20 +196,20 @@ impl<'a> Core<'a> {
         cx: &mut Context<'_>,
     ) -> Step {
         loop {
-            if let Some(waiting) = &mut self.waiting {
+            if let Some(waiting) = self.suspended.as_mut().and_then(|s| s.waiting.as_mut()) {
                 match waiting {
                     Waiting::Listener(future) => {
                         let Poll::Ready(outcome) = poll_guarded(future, cx) else {
                             return Step::Suspended;
                         };
-                        self.waiting = None;
+                        self.suspended().waiting = None;
                         self.settle(&listeners[self.current], outcome, cx);
                     }
                     Waiting::Report(future) => {
                         if future.as_mut().poll(cx).is_pending() {
                             return Step::Suspended;
                         }
-                        self.waiting = None;
+                        self.suspended().waiting = None;
                     }
                 }
                 continue;
@@ -225,27 +238,32 @@ impl<'a> Core<'a> {
                 self.to_json,
                 &mut self.memo,
             );
-            let call = catch_unwind(AssertUnwindSafe(|| {
-                listener.call.call(&mut event, may_move)
-            }));
-            let outcome = match call {
-                Ok(ListenerCall::Done(outcome)) => outcome,
-                Ok(ListenerCall::Pending(future)) => {
-                    let mut future = match self.bus.listener_timeout() {
-                        Some(limit) => Box::pin(async move {
-                            tokio::time::timeout(limit, future)
-                                .await
-                                .unwrap_or(Outcome(Err(Failure::Timeout)))
-                        }),
-                        None => future,
-                    };
-                    match poll_guarded(&mut future, cx) {
-                        Poll::Ready(outcome) => outcome,
-                        Poll::Pending => {
-                            self.waiting = Some(Waiting::Listener(future));
-                            return Step::Suspended;
+            let timeout = self.bus.listener_timeout();
+            // One unwind guard for the call and the first poll of its future.
+            let first = catch_unwind(AssertUnwindSafe(|| {
+                match listener.call.call(&mut event, may_move) {
+                    ListenerCall::Done(outcome) => Ok(outcome),
+                    ListenerCall::Pending(future) => {
+                        let mut future = match timeout {
+                            Some(limit) => Box::pin(async move {
+                                tokio::time::timeout(limit, future)
+                                    .await
+                                    .unwrap_or(Outcome(Err(Failure::Timeout)))
+                            }),
+                            None => future,
+                        };
+                        match future.as_mut().poll(cx) {
+                            Poll::Ready(outcome) => Ok(outcome),
+                            Poll::Pending => Err(future),
                         }
                     }
+                }
+            }));
+            let outcome = match first {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(future)) => {
+                    self.suspended().waiting = Some(Waiting::Listener(future));
+                    return Step::Suspended;
                 }
                 Err(panic) => Outcome(Err(Failure::Panic(panic_message(&*panic)))),
             };
@@ -306,13 +324,14 @@ impl<'a> Core<'a> {
             false,
         ));
         if report.as_mut().poll(cx).is_pending() {
-            self.waiting = Some(Waiting::Report(report));
+            self.suspended().waiting = Some(Waiting::Report(report));
         }
     }
 
     fn finish(&mut self, stats: &Stats) -> EmitReport {
-        if let Some(started) = self.started {
-            self.report.elapsed = Instant::now().saturating_duration_since(started);
+        if self.started != 0 {
+            let clock = self.bus.clock();
+            self.report.elapsed = clock.delta(self.started, clock.raw());
         }
         stats.record(
             self.report.listeners_executed,

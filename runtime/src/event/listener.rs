@@ -97,7 +97,12 @@ impl ListenerCall {
         F: Future + Send + 'static,
         F::Output: IntoListenerResult,
     {
-        ListenerCall::Pending(Box::pin(async move { future.await.into_outcome() }))
+        // `map` polls the listener's future where it lies in the box (an `async` wrapper would
+        // move it into its own state on the first poll).
+        ListenerCall::Pending(Box::pin(futures_util::FutureExt::map(
+            future,
+            IntoListenerResult::into_outcome,
+        )))
     }
 }
 
