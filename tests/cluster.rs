@@ -165,7 +165,7 @@ async fn a_group_on_one_server_does_not_reach_the_other() {
     let a = node(&redis, |r| r).await;
     let b = node(&redis, |r| r).await;
     let (mut solo, _) = join(&a, "solo").await;
-    let (_elsewhere, _) = join(&b, "elsewhere").await;
+    let (elsewhere, _) = join(&b, "elsewhere").await;
     assert_eq!(a.broker.subscribed_groups(), ["solo"]);
     assert_eq!(b.broker.subscribed_groups(), ["elsewhere"]);
 
@@ -186,7 +186,7 @@ async fn a_group_on_one_server_does_not_reach_the_other() {
         a.broker.subscribed_groups().is_empty()
     })
     .await;
-    stop(vec![a, b], vec![_elsewhere]).await;
+    stop(vec![a, b], vec![elsewhere]).await;
 }
 
 #[tokio::test]
