@@ -74,6 +74,15 @@ async fn node(redis: &RedisServer, configure: impl FnOnce(Redis) -> Redis) -> No
     }
 }
 
+/// A Redis of the test's own and two servers using it (`None`: skipped, see
+/// `RedisServer::start`).
+async fn cluster() -> Option<(RedisServer, Node, Node)> {
+    let redis = RedisServer::start().await?;
+    let a = node(&redis, |r| r).await;
+    let b = node(&redis, |r| r).await;
+    Some((redis, a, b))
+}
+
 /// Connects to `/room/{group}` and waits for the join (and its subscription).
 async fn join(node: &Node, group: &str) -> (TestClient, ConnectionId) {
     let mut client = node.server.connect(&format!("/room/{group}")).await;
@@ -116,11 +125,9 @@ async fn stop(nodes: Vec<Node>, clients: Vec<TestClient>) {
 
 #[tokio::test]
 async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some((_redis, a, b)) = cluster().await else {
         return;
     };
-    let a = node(&redis, |r| r).await;
-    let b = node(&redis, |r| r).await;
     let (mut a1, _) = join(&a, "room").await;
     let (mut a2, _) = join(&a, "room").await;
     let (mut b1, _) = join(&b, "room").await;
@@ -159,11 +166,9 @@ async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order() {
 
 #[tokio::test]
 async fn a_group_on_one_server_does_not_reach_the_other() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some((_redis, a, b)) = cluster().await else {
         return;
     };
-    let a = node(&redis, |r| r).await;
-    let b = node(&redis, |r| r).await;
     let (mut solo, _) = join(&a, "solo").await;
     let (elsewhere, _) = join(&b, "elsewhere").await;
     assert_eq!(a.broker.subscribed_groups(), ["solo"]);
@@ -191,11 +196,9 @@ async fn a_group_on_one_server_does_not_reach_the_other() {
 
 #[tokio::test]
 async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some((_redis, a, b)) = cluster().await else {
         return;
     };
-    let a = node(&redis, |r| r).await;
-    let b = node(&redis, |r| r).await;
     let (mut sender, _) = join(&a, "fresh").await;
     for round in 0..20 {
         // `join` returns after the join (and its subscription) is confirmed.
@@ -213,11 +216,9 @@ async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message() {
 
 #[tokio::test]
 async fn send_to_reaches_a_channel_on_the_other_server() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some((_redis, a, b)) = cluster().await else {
         return;
     };
-    let a = node(&redis, |r| r).await;
-    let b = node(&redis, |r| r).await;
     let (mut on_a, _) = join(&a, "x").await;
     let (mut on_b, b_id) = join(&b, "y").await;
     on_a.send_json(&json!({ "to": b_id, "text": "psst" })).await;
@@ -240,11 +241,9 @@ async fn send_to_reaches_a_channel_on_the_other_server() {
 
 #[tokio::test]
 async fn cluster_events_run_on_every_server_and_emit_stays_local() {
-    let Some(redis) = RedisServer::start().await else {
+    let Some((_redis, mut a, mut b)) = cluster().await else {
         return;
     };
-    let mut a = node(&redis, |r| r).await;
-    let mut b = node(&redis, |r| r).await;
     // Both are connected (and subscribed to the events channel) once they answer a join.
     let (ca, _) = join(&a, "g").await;
     let (cb, _) = join(&b, "g").await;
