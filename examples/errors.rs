@@ -14,7 +14,7 @@ use serde::Deserialize;
 use switchboard::axum::Json;
 use switchboard::axum::routing::get;
 use switchboard::prelude::*;
-use switchboard::ws::HandlerError;
+use switchboard::ws::HandlerFailed;
 
 #[derive(Deserialize)]
 struct Order {
@@ -44,7 +44,7 @@ async fn orders(mut ws: WebSocket) -> Result<(), WsError> {
 
 /// The one place handler failures are handled.
 #[on("ws.error", namespace = "switchboard")]
-fn record(error: HandlerError, State(log): State<ErrorLog>) {
+fn record(error: HandlerFailed, State(log): State<ErrorLog>) {
     eprintln!(
         "handler failed on {}: {} (code {})",
         error.path, error.message, error.code

@@ -582,7 +582,8 @@ mod rooms {
         assert_eq!(report.delivered, 1);
         assert_eq!(b.recv_json::<Value>().await, json!({"only": "b"}));
         assert_eq!(a.recv_within(Duration::from_millis(50)).await, None);
-        let unknown = "123e4567-e89b-12d3-a456-426614174000".parse().unwrap();
+        let unknown: switchboard::ws::ConnectionId =
+            "123e4567-e89b-12d3-a456-426614174000".parse().unwrap();
         assert_eq!(
             app.channels().send_to(unknown, &1).await.unwrap().delivered,
             0

@@ -344,7 +344,7 @@ mod payloads {
 mod failures {
     use super::*;
     use std::ops::ControlFlow;
-    use switchboard::ListenerError;
+    use switchboard::ListenerFailed;
     use switchboard::prelude::*;
 
     #[on("work", priority = highest)]
@@ -371,7 +371,7 @@ mod failures {
     }
 
     #[on("listener.error", namespace = "switchboard")]
-    fn central(error: ListenerError, State(log): State<Log>) {
+    fn central(error: ListenerFailed, State(log): State<Log>) {
         log.push(format!(
             "error {} {} {}",
             error.event, error.kind, error.message

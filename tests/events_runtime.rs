@@ -462,7 +462,7 @@ async fn failures_of_closures_reach_the_error_event() {
         .events()
         .on(
             "switchboard:listener.error",
-            move |e: switchboard::ListenerError| {
+            move |e: switchboard::ListenerFailed| {
                 let l = l.clone();
                 async move { l.push(format!("{} {} {}", e.event, e.kind, e.message)) }
             },

@@ -167,7 +167,7 @@ mod endings {
 
 mod lifecycle {
     use super::*;
-    use switchboard::ws::{Connected, Disconnected, HandlerError};
+    use switchboard::ws::{Connected, Disconnected, HandlerFailed};
 
     #[ws_route("/life/{mode}")]
     async fn life(mut ws: WebSocket, mode: String) -> Result<(), WsError> {
@@ -196,7 +196,7 @@ mod lifecycle {
 
     /// One central error handler for every WebSocket handler, as in the seed.
     #[on("ws.error", namespace = "switchboard")]
-    fn errors(event: HandlerError, State(reports): State<Reports>) {
+    fn errors(event: HandlerFailed, State(reports): State<Reports>) {
         let _ = reports.0.send(json!({
             "event": "error", "path": event.path, "message": event.message,
             "code": event.code, "client": event.client.is_some()

@@ -7,8 +7,9 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitStr, ReturnType, Token, Type};
 
+use switchboard_syntax::event_name as name;
+
 use crate::handler::{self, Errors, Rules};
-use crate::name;
 use crate::private;
 
 /// Which macro: the two differ only in `once`.
@@ -85,11 +86,12 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
     for arg in args.0 {
         match arg {
             Arg::Lit(Lit::Str(lit)) if event.is_none() && seen.is_empty() => {
-                if let Err(e) = name::check(&lit.value(), name::Kind::Pattern) {
+                let value = lit.value();
+                if let Err(e) = name::check(&value, name::Kind::Pattern) {
                     errors.push(
-                        handler::literal_span(&lit, e.range),
-                        e.message,
-                        Some(e.help),
+                        handler::literal_span(&lit, e.range.clone()),
+                        e.message(&value),
+                        Some(e.help()),
                     );
                 }
                 event = Some(lit);
@@ -184,11 +186,14 @@ fn namespace_of(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(lit), ..
         }) => {
-            match name::check(&lit.value(), name::Kind::Namespace) {
+            let value = lit.value();
+            match name::check(&value, name::Kind::Namespace) {
                 Ok(_) => return Some(lit.clone()),
-                Err(e) => {
-                    errors.push(handler::literal_span(lit, e.range), e.message, Some(e.help));
-                }
+                Err(e) => errors.push(
+                    handler::literal_span(lit, e.range.clone()),
+                    e.message(&value),
+                    Some(e.help()),
+                ),
             }
             None
         }
@@ -290,7 +295,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
         #func
 
         #[doc(hidden)]
-        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::unit_arg)]
         const _: () = {
             #[allow(unused_imports)]
             use #private::probe::{ProbeCloned as _, ProbeContext as _, ProbeJson as _, ProbeTyped as _};

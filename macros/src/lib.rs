@@ -10,10 +10,6 @@
 
 mod event;
 mod handler;
-#[path = "../../runtime/src/event/name.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod name;
-mod path;
 mod private;
 mod route;
 

@@ -7,8 +7,9 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitStr, Pat, ReturnType, Token, Type};
 
+use switchboard_syntax::route_path::{self as path, Converter, Segment};
+
 use crate::handler::{self, Errors, Rules};
-use crate::path::{self, Converter, Segment};
 use crate::private;
 
 const ATTRIBUTE: &str = "#[ws_route]";
@@ -288,7 +289,7 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
         #func
 
         #[doc(hidden)]
-        #[allow(non_camel_case_types, unused_qualifications, clippy::all)]
+        #[allow(non_camel_case_types, unused_qualifications)]
         const _: () = {
             #[diagnostic::on_unimplemented(
                 message = #message,
@@ -300,7 +301,7 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
                 fn __switchboard_extract<'a>(
                     self,
                     parts: &'a mut #private::Parts,
-                    app: &'a ::switchboard::App,
+                    app: &'a #private::App,
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<T, #private::WsStart>,
                 > + ::core::marker::Send + 'a;
@@ -308,13 +309,13 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
 
             // Implemented by the marker of extractors only: for another type the compiler
             // reports this trait itself, with the message above.
-            impl<T: #private::FromRequestParts<::switchboard::App>> __SwitchboardExtractor<T>
+            impl<T: #private::FromRequestParts<#private::App>> __SwitchboardExtractor<T>
                 for #private::extractor_probe::Extractor
             {
                 fn __switchboard_extract<'a>(
                     self,
                     parts: &'a mut #private::Parts,
-                    app: &'a ::switchboard::App,
+                    app: &'a #private::App,
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<T, #private::WsStart>,
                 > + ::core::marker::Send + 'a {
@@ -339,10 +340,12 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
 
             #private::inventory::submit! {
                 #private::RouteRegistration {
-                    path: #template,
+                    route: #private::WsRoute {
+                        path: #template,
+                        params: &[#(#converters),*],
+                        handler: __switchboard_route,
+                    },
                     axum_path: #axum_path,
-                    params: &[#(#converters),*],
-                    handler: __switchboard_route,
                     function: #function,
                     #location
                 }

@@ -1,5 +1,6 @@
-//! Not public API: connections without a network, for `cargo bench` (the writer runs as in a
-//! served app, but its socket discards what it is given and counts the bytes).
+//! Not public API (the hidden `__bench` feature): connections without a network, for
+//! `cargo bench` (the writer runs as in a served app, but its socket discards what it is given
+//! and counts the bytes).
 
 use std::io;
 use std::pin::Pin;
@@ -12,12 +13,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::App;
-use crate::channel::{Channel, ChannelState};
-use crate::ws::connection::{Conn, Socket, Transport, write_loop};
+use crate::channel::Channel;
+use crate::conn::{Conn, Socket, write_loop};
 
 /// A socket that never has anything to read and accepts every byte written.
 #[derive(Debug)]
-pub(crate) struct Discard(Arc<AtomicUsize>);
+struct Discard(Arc<AtomicUsize>);
 
 impl AsyncRead for Discard {
     fn poll_read(
@@ -60,10 +61,10 @@ impl Detached {
     /// Starts the connection's writer (call inside a Tokio runtime).
     pub async fn new(app: &App) -> Detached {
         let written = Arc::new(AtomicUsize::new(0));
-        let io = Transport::Discard(Discard(written.clone()));
+        let io = Discard(written.clone());
         let stream =
             WebSocketStream::from_raw_socket(io, Role::Server, Some(app.ws().tungstenite)).await;
-        let conn = Conn::new(app.ws().conn.clone(), ChannelState::new(app.groups()));
+        let conn = Conn::new(app.ws().conn.clone());
         tokio::spawn(write_loop(conn.clone(), Socket::new(stream)));
         Detached {
             channel: Channel::from_conn(conn),

@@ -10,7 +10,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::event::{EventContext, FromEventContext};
-use crate::{App, Error, ErrorKind, Events};
+use crate::{App, ChannelBox, Error, ErrorKind, Events};
 
 /// A value given to [`Builder::state`](crate::Builder::state), as a parameter of a listener or a
 /// WebSocket handler (cloned for each use).
@@ -63,6 +63,12 @@ impl<T: Clone + Send + Sync + 'static> FromEventContext for State<T> {
     }
 }
 
+impl FromEventContext for ChannelBox {
+    fn from_event_context(cx: &mut EventContext<'_>) -> Result<Self, Error> {
+        Ok(cx.app().channels())
+    }
+}
+
 // As axum extractors: `App`, `Events` and `State<T>` in HTTP handlers and WebSocket handlers,
 // for any router state the app can be had from.
 
@@ -104,7 +110,7 @@ where
     }
 }
 
-impl<S> FromRequestParts<S> for crate::ChannelBox
+impl<S> FromRequestParts<S> for ChannelBox
 where
     App: FromRef<S>,
     S: Send + Sync,

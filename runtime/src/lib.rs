@@ -4,16 +4,21 @@
 #[allow(unused_extern_crates)]
 extern crate self as switchboard;
 
-mod app;
+// The layers, from the bottom: each module uses only those above it in this list, and any of
+// them may hold the `App` handle (`app` assembles them all).
+mod app; // `App` and `Builder`: registrations -> router, bus, groups; serving
+#[cfg(feature = "__bench")]
 mod bench;
-pub mod broker;
-pub mod channel;
+pub mod broker; // where groups live: `Local`, `Redis`; delivers into the app through a trait
+pub mod channel; // channel groups, on the connection core and the broker
+mod conn; // the connection core: state, rings, writer, keep-alive, live connections
 mod error;
-pub mod event;
-mod extract;
+pub mod event; // the event bus
+mod extract; // parameters that come from the app: `State<T>`, extractor impls
+mod registry; // what the macros register, and the conflict checks
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod ws;
+pub mod ws; // WebSocket routes, on the connection core, channels and events
 
 pub use app::{App, Builder, Server, Shutdown};
 /// axum, which Switchboard is built on: for HTTP routes and your own extractors, without a
@@ -25,7 +30,7 @@ pub use channel::{
 pub use error::{Error, ErrorKind};
 pub use event::{
     ClusterEmitReport, EmitReport, EventContext, EventId, EventMeta, EventMetrics, Events,
-    FromEventContext, IntoListener, IntoListenerResult, ListenOptions, ListenerError,
+    FromEventContext, IntoListener, IntoListenerResult, ListenOptions, ListenerFailed,
     ListenerHandle, ListenerParam, Priority,
 };
 pub use extract::State;
@@ -52,7 +57,9 @@ pub mod prelude {
     pub use serde_json::{Value, json};
 }
 
-/// Not public API: connections without a network, for the crate's benchmarks.
+/// Not public API (the hidden `__bench` feature): connections without a network, for the
+/// crate's benchmarks.
+#[cfg(feature = "__bench")]
 #[doc(hidden)]
 pub mod __bench {
     pub use crate::bench::Detached;
@@ -65,10 +72,12 @@ pub mod __private {
     pub use http::request::Parts;
     pub use inventory;
 
-    pub use crate::event::registration::ListenerRegistration;
+    pub use crate::App;
     pub use crate::event::{EventContext, ListenerCall, Priority, Probe, extract, kind, probe};
-    pub use crate::ws::route::{
-        Converter, ExtractorProbe, PathParam, RouteRegistration, WsRequest, WsStart, extract_parts,
+    pub use crate::registry::{ListenerRegistration, RouteRegistration};
+    pub use crate::ws::PathParam;
+    pub use crate::ws::handler::{
+        Converter, ExtractorProbe, Route as WsRoute, WsRequest, WsStart, extract_parts,
         extractor_probe, path_param,
     };
 

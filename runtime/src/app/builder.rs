@@ -1,8 +1,7 @@
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,16 +10,15 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{App, AppInner, registry};
+use super::{App, AppInner, router};
 use crate::broker::{self, Broker, Local};
 use crate::channel::groups::{Groups, GroupsConfig};
 use crate::channel::{HistoryLimits, SlowConsumer};
-use crate::event::Callable;
+use crate::conn::{ConnConfig, Connections};
 use crate::event::bus::{Bus, BusConfig, Spec};
+use crate::event::{Callable, Incoming};
+use crate::registry::{self, HttpRoute, ListenerRegistration};
 use crate::ws::WsSettings;
-use crate::ws::connection::ConnConfig;
-use crate::ws::registry::Connections;
-use crate::ws::route::{self, HttpRoute};
 use crate::{Error, ErrorKind};
 
 /// Settings of an [`App`], the registrations it keeps, and the HTTP routes that join it.
@@ -85,13 +83,7 @@ impl Builder {
             max_message_size: 64 * 1024,
             read_buffer_size: 4 * 1024,
             write_buffer_size: 128 * 1024,
-            conn: ConnConfig {
-                max_queue_bytes: 4 * 1024 * 1024,
-                sequence: AtomicU64::new(0),
-                ping_interval: Some(Duration::from_secs(25)),
-                pong_timeout: Duration::from_secs(20),
-                close_timeout: Duration::from_secs(5),
-            },
+            conn: ConnConfig::new(),
             origins: None,
             max_connections: 50_000,
             shutdown_timeout: Duration::from_secs(10),
@@ -307,25 +299,8 @@ impl Builder {
     pub fn build(self) -> Result<App, Error> {
         self.check()?;
         let listeners = registry::listeners(self.module.as_deref())?;
-        let (router, _routes) = route::router(self.module.as_deref(), self.http)?;
-        let bus = Bus::new(self.bus, listeners.len() as u64);
-        for (seq, r) in listeners.iter().enumerate() {
-            bus.add(Spec {
-                pattern: r.full_name(),
-                priority: r.priority,
-                once: r.once,
-                scoped: false,
-                call: Callable::Static(r.call),
-                label: Cow::Owned(r.label()),
-                seq: Some(seq as u64),
-            })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Registration,
-                    format!("listener {}: {e}", r.label()),
-                )
-            })?;
-        }
+        let routes = registry::routes(self.module.as_deref(), self.http)?;
+        let bus = bus(self.bus, &listeners)?;
         let tungstenite = WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
             .write_buffer_size(self.write_buffer_size)
@@ -336,28 +311,40 @@ impl Builder {
             Some(broker) => broker,
             None => broker::from_env()?.unwrap_or_else(|| Arc::new(Local)),
         };
-        let groups = Arc::new(Groups::new(broker, self.groups, conns.clone()));
-        let app = App {
-            inner: Arc::new(AppInner {
-                bus: Arc::new(bus),
-                groups: groups.clone(),
-                states: self.states,
-                tasks: TaskTracker::new(),
-                ws: WsSettings {
-                    tungstenite,
-                    conn: conns,
-                    origins: self.origins,
-                    shutdown_timeout: self.shutdown_timeout,
-                },
-                connections: Connections::new(self.max_connections),
-                router,
-                fallback: self.fallback,
-                shutdown: CancellationToken::new(),
-            }),
-        };
-        groups.attach(app.downgrade());
-        groups.broker.attach(groups.inbox());
-        Ok(app)
+        let connections = Connections::new(self.max_connections);
+        let groups = Groups::new(
+            broker.clone(),
+            self.groups,
+            conns.clone(),
+            connections.clone(),
+        );
+        let inner = Arc::new_cyclic(|me| AppInner {
+            me: me.clone(),
+            bus: Arc::new(bus),
+            groups: Arc::new(groups),
+            broker,
+            connections,
+            cluster_events: Incoming::default(),
+            states: self.states,
+            tasks: TaskTracker::new(),
+            ws: WsSettings {
+                tungstenite,
+                conn: conns,
+                origins: self.origins,
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            router: router::assemble(routes),
+            fallback: self.fallback,
+            shutdown: CancellationToken::new(),
+            started: OnceLock::new(),
+            closed: CancellationToken::new(),
+        });
+        let weak = Arc::downgrade(&inner);
+        let weak: std::sync::Weak<dyn crate::broker::Deliver> = weak;
+        inner
+            .broker
+            .attach(broker::Inbox::new(weak, inner.closed.clone()));
+        Ok(App { inner })
     }
 
     fn check(&self) -> Result<(), Error> {
@@ -380,4 +367,27 @@ impl Builder {
         };
         Err(Error::new(ErrorKind::Config, problem))
     }
+}
+
+/// The event bus with the listeners the macros registered.
+fn bus(config: BusConfig, listeners: &[&'static ListenerRegistration]) -> Result<Bus, Error> {
+    let bus = Bus::new(config, listeners.len() as u64);
+    for (seq, r) in listeners.iter().enumerate() {
+        bus.add(Spec {
+            pattern: r.full_name(),
+            priority: r.priority,
+            once: r.once,
+            scoped: false,
+            call: Callable::Static(r.call),
+            label: Cow::Owned(r.label()),
+            seq: Some(seq as u64),
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Registration,
+                format!("listener {}: {e}", r.label()),
+            )
+        })?;
+    }
+    Ok(bus)
 }

@@ -1,12 +1,13 @@
 //! The application: what the registrations add up to, and the handle everything else hangs on.
 
 mod builder;
-pub(crate) mod registry;
+mod delivery;
+mod router;
 mod serve;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -16,10 +17,12 @@ pub use builder::Builder;
 pub use serve::{Server, Shutdown};
 
 use crate::Events;
+use crate::broker::Broker;
 use crate::channel::groups::Groups;
+use crate::conn::Connections;
+use crate::event::Incoming;
 use crate::event::bus::Bus;
 use crate::ws::WsSettings;
-use crate::ws::registry::Connections;
 
 /// A Switchboard application: its event bus, its channel groups and its WebSocket routes.
 ///
@@ -36,15 +39,30 @@ pub struct App {
 }
 
 struct AppInner {
+    /// This app, weakly (for the parts that are handed `&AppInner`).
+    me: Weak<AppInner>,
     bus: Arc<Bus>,
     groups: Arc<Groups>,
+    broker: Arc<dyn Broker>,
+    connections: Arc<Connections>,
+    /// Events other servers emitted cluster-wide, waiting to run here.
+    cluster_events: Incoming,
     states: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     tasks: TaskTracker,
     ws: WsSettings,
-    connections: Connections,
     router: Router<App>,
     fallback: Option<Router<App>>,
     shutdown: CancellationToken,
+    /// Background work started once, when the app is first served.
+    started: OnceLock<()>,
+    /// Cancelled when the app is dropped: the broker's tasks end.
+    closed: CancellationToken,
+}
+
+impl Drop for AppInner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -112,8 +130,22 @@ impl App {
         &self.inner.ws
     }
 
-    pub(crate) fn connections(&self) -> &Connections {
+    pub(crate) fn connections(&self) -> &Arc<Connections> {
         &self.inner.connections
+    }
+
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// Starts the app's background work once, inside the runtime that serves it: the broker's
+    /// tasks and the channel expiry sweeper.
+    pub(crate) fn start(&self) {
+        if self.inner.started.set(()).is_err() {
+            return;
+        }
+        self.inner.broker.start();
+        tokio::spawn(crate::channel::sweep(Arc::downgrade(&self.inner.groups)));
     }
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {

@@ -12,8 +12,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 
 use super::App;
 use crate::Error;
-use crate::ws::close_code;
-use crate::ws::connection::Closing;
+use crate::conn::{Closing, close_code};
 
 impl App {
     /// Binds `addr` and serves the app until SIGINT or SIGTERM (or [`Shutdown::trigger`]), then
@@ -37,7 +36,7 @@ impl App {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
-        self.groups().broker.start();
+        self.start();
         Ok(Server {
             listener,
             local_addr,
@@ -54,7 +53,7 @@ impl App {
     /// (`into_make_service_with_connect_info::<SocketAddr>()`) for
     /// [`WebSocket::client`](crate::ws::WebSocket::client) to know the peer.
     pub fn into_router(self) -> (Router, Shutdown) {
-        self.groups().broker.start();
+        self.start();
         (self.router(), self.shutdown_handle())
     }
 

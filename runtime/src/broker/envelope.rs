@@ -10,7 +10,7 @@
 
 use uuid::Uuid;
 
-use crate::ws::ConnectionId;
+use crate::conn::ConnectionId;
 
 const VERSION: u8 = 1;
 

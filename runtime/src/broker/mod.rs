@@ -12,10 +12,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::channel::groups::Groups;
-use crate::ws::ConnectionId;
+use crate::conn::ConnectionId;
 
 #[cfg(feature = "redis")]
 mod envelope;
@@ -51,37 +51,59 @@ pub struct Outgoing {
     pub except: Option<ConnectionId>,
 }
 
+/// What a broker delivers to: the app it serves (which implements this). Brokers reach it
+/// through an [`Inbox`].
+pub(crate) trait Deliver: Send + Sync {
+    /// A group message from another server, for this server's members: how many took it.
+    fn deliver_to_group(&self, group: &str, message: &Outgoing) -> usize;
+    /// A message from another server for one channel, if it is connected here.
+    fn deliver_to_channel(&self, channel: ConnectionId, message: &Outgoing) -> bool;
+    /// An event emitted cluster-wide by another server; `false`: dropped.
+    fn deliver_event(&self, name: &str, payload: &[u8]) -> bool;
+    /// Whether `group` has members on this server.
+    fn has_group(&self, group: &str) -> bool;
+    /// The groups with members on this server, with their members.
+    fn local_members(&self) -> Vec<(String, Vec<ConnectionId>)>;
+    /// Reports a broker event on the app's bus.
+    fn report(&self, name: &'static str, detail: serde_json::Value);
+}
+
 /// Where messages from other servers come in: the broker hands them to the app it was started
 /// for. It holds the app weakly: once the app is gone, deliveries do nothing and
 /// [`closed`](Inbox::closed) completes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Inbox {
-    groups: Weak<Groups>,
-    closed: tokio_util::sync::CancellationToken,
+    app: Weak<dyn Deliver>,
+    closed: CancellationToken,
+}
+
+impl Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("closed", &self.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inbox {
-    pub(crate) fn new(groups: &Arc<Groups>) -> Self {
-        Self {
-            groups: Arc::downgrade(groups),
-            closed: groups.closed_token(),
-        }
+    pub(crate) fn new(app: Weak<dyn Deliver>, closed: CancellationToken) -> Self {
+        Self { app, closed }
     }
 
     /// Delivers a message published to `group` by another server to this server's members.
     /// Returns how many members it was queued for.
     pub fn deliver_to_group(&self, group: &str, message: &Outgoing) -> usize {
-        self.groups
+        self.app
             .upgrade()
-            .map_or(0, |groups| groups.deliver_remote(group, message))
+            .map_or(0, |app| app.deliver_to_group(group, message))
     }
 
     /// Delivers a message sent by another server to `channel`, if it is connected here.
     /// Returns whether it was queued.
     pub fn deliver_to_channel(&self, channel: ConnectionId, message: &Outgoing) -> bool {
-        self.groups
+        self.app
             .upgrade()
-            .is_some_and(|groups| groups.deliver_remote_to(channel, message))
+            .is_some_and(|app| app.deliver_to_channel(channel, message))
     }
 
     /// Runs this server's listeners of an event emitted cluster-wide by another server
@@ -89,30 +111,28 @@ impl Inbox {
     /// task of the app's; returns `false` if the event was dropped because too many are
     /// waiting.
     pub fn deliver_event(&self, name: &str, payload: &[u8]) -> bool {
-        self.groups
+        self.app
             .upgrade()
-            .is_some_and(|groups| groups.deliver_event(name, payload))
+            .is_some_and(|app| app.deliver_event(name, payload))
     }
 
     /// Whether `group` has members on this server.
     pub fn has_group(&self, group: &str) -> bool {
-        self.groups
-            .upgrade()
-            .is_some_and(|groups| groups.has_group(group))
+        self.app.upgrade().is_some_and(|app| app.has_group(group))
     }
 
     /// The groups with members on this server, with their members.
     pub fn local_members(&self) -> Vec<(String, Vec<ConnectionId>)> {
-        self.groups
+        self.app
             .upgrade()
-            .map(|groups| groups.member_ids())
+            .map(|app| app.local_members())
             .unwrap_or_default()
     }
 
     /// Reports a broker event (such as [`CLUSTER_DOWN`]) on the app's bus.
     pub fn report(&self, name: &'static str, detail: serde_json::Value) {
-        if let Some(groups) = self.groups.upgrade() {
-            groups.report(name, detail);
+        if let Some(app) = self.app.upgrade() {
+            app.report(name, detail);
         }
     }
 

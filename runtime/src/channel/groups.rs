@@ -2,25 +2,21 @@
 //! (a send encodes the message once and appends it, whatever the number of members), and the
 //! broker calls that take groups beyond this process.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::history::{Histories, HistoryLimits};
-use super::{AddStatus, Channel, RemoveStatus, SendReport, SlowConsumer};
-use crate::broker::{Broker, Inbox, Outgoing};
-use crate::ws::close_code;
-use crate::ws::connection::{Closing, Conn, ConnConfig, Frame, Offer};
-use crate::ws::outbox::Ring;
-use crate::{App, Error, ErrorKind};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use super::{AddStatus, Channel, ChannelMetrics, RemoveStatus, SendReport, SlowConsumer};
+use crate::broker::{Broker, Outgoing};
+use crate::conn::ring::Ring;
+use crate::conn::{
+    Closing, Conn, ConnConfig, ConnectionId, Connections, Frame, Offer, close_code, lock,
+};
+use crate::{Error, ErrorKind};
 
 /// One group: the ring its local members read, and its broker subscription.
 #[derive(Debug)]
@@ -49,42 +45,26 @@ pub(crate) struct GroupsConfig {
 
 /// Counters of the channel layer.
 #[derive(Debug, Default)]
-struct Counters {
+pub(super) struct Counters {
     slow_closed: AtomicU64,
     dropped: AtomicU64,
-    expired: AtomicU64,
+    pub(super) expired: AtomicU64,
     publish_failures: AtomicU64,
 }
 
 pub(crate) struct Groups {
     table: papaya::HashMap<Arc<str>, Arc<Group>, foldhash::fast::RandomState>,
     /// The connections' settings: the lag bound, and the sequence numbers frames get.
-    conns: Arc<ConnConfig>,
+    pub(super) conns: Arc<ConnConfig>,
+    /// The app's live connections (to reach a channel by id).
+    pub(super) connections: Arc<Connections>,
     /// Joins and leaves: so a group is never removed while a member is being added.
     structure: Mutex<()>,
     histories: Histories,
-    pub(crate) broker: Arc<dyn Broker>,
-    config: GroupsConfig,
-    counters: Counters,
-    /// The app, for its connections and its bus (weak: the app owns this table).
-    app: OnceLock<crate::app::WeakApp>,
-    /// Channels with an expiry, checked by the sweeper.
-    expiring: Mutex<HashMap<crate::ws::ConnectionId, Weak<Conn>>>,
-    sweeper: OnceLock<()>,
-    /// Events emitted cluster-wide by other servers, run in order by one task.
-    cluster_events: OnceLock<tokio::sync::mpsc::Sender<(String, serde_json::Value)>>,
-    /// Cancelled when this table (the app) goes away: the broker's tasks end.
-    closed: tokio_util::sync::CancellationToken,
+    broker: Arc<dyn Broker>,
+    pub(super) config: GroupsConfig,
+    pub(super) counters: Counters,
 }
-
-impl Drop for Groups {
-    fn drop(&mut self) {
-        self.closed.cancel();
-    }
-}
-
-/// Cluster events from other servers waiting to run, at most.
-const CLUSTER_EVENT_QUEUE: usize = 1024;
 
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,37 +80,18 @@ impl Groups {
         broker: Arc<dyn Broker>,
         config: GroupsConfig,
         conns: Arc<ConnConfig>,
+        connections: Arc<Connections>,
     ) -> Self {
         Self {
             table: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             conns,
+            connections,
             structure: Mutex::new(()),
             histories: Histories::new(config.history),
             broker,
             config,
             counters: Counters::default(),
-            app: OnceLock::new(),
-            expiring: Mutex::default(),
-            sweeper: OnceLock::new(),
-            cluster_events: OnceLock::new(),
-            closed: tokio_util::sync::CancellationToken::new(),
         }
-    }
-
-    pub(crate) fn closed_token(&self) -> tokio_util::sync::CancellationToken {
-        self.closed.clone()
-    }
-
-    pub(crate) fn attach(&self, app: crate::app::WeakApp) {
-        let _ = self.app.set(app);
-    }
-
-    pub(crate) fn inbox(self: &Arc<Self>) -> Inbox {
-        Inbox::new(self)
-    }
-
-    fn app(&self) -> Option<App> {
-        self.app.get().and_then(crate::app::WeakApp::upgrade)
     }
 
     pub(crate) fn histories(&self) -> &Histories {
@@ -150,36 +111,14 @@ impl Groups {
     /// Adds a channel to a group; subscribes this server to the group on its first member.
     pub(crate) async fn add(&self, channel: &Channel, group: &str) -> Result<AddStatus, Error> {
         Self::check_name(group)?;
-        if channel.conn().is_killed() {
+        let conn = channel.conn();
+        if conn.is_killed() {
             return Err(Error::new(
                 ErrorKind::InvalidGroup,
-                format!(
-                    "channel {} is closed: it cannot join `{group}`",
-                    channel.id()
-                ),
+                format!("channel {} is closed: it cannot join `{group}`", conn.id),
             ));
         }
-        let (status, entry) = {
-            let _structure = lock(&self.structure);
-            let guard = self.table.pin();
-            let (entry, created) = match guard.get(group) {
-                Some(entry) => (entry.clone(), false),
-                None => {
-                    let entry = Arc::new(Group::new());
-                    guard.insert(group.into(), entry.clone());
-                    (entry, true)
-                }
-            };
-            let status = if channel.conn().join(&entry.ring, group.into()) {
-                self.broker.member_joined(group, channel.id());
-                AddStatus::Added {
-                    group_created: created,
-                }
-            } else {
-                AddStatus::AlreadyMember
-            };
-            (status, entry)
-        };
+        let (status, entry) = self.add_member(conn, group);
         if self.broker.is_clustered() {
             // On failure the member stays (local delivery goes on); the caller learns the
             // group is not reachable from other servers yet.
@@ -192,6 +131,29 @@ impl Groups {
             .await?;
         }
         Ok(status)
+    }
+
+    /// The synchronous part of a join: the group, created if needed, and the status.
+    fn add_member(&self, conn: &Arc<Conn>, group: &str) -> (AddStatus, Arc<Group>) {
+        let _structure = lock(&self.structure);
+        let guard = self.table.pin();
+        let (entry, created) = match guard.get(group) {
+            Some(entry) => (entry.clone(), false),
+            None => {
+                let entry = Arc::new(Group::new());
+                guard.insert(group.into(), entry.clone());
+                (entry, true)
+            }
+        };
+        let status = if conn.join(&entry.ring, group.into()) {
+            self.broker.member_joined(group, conn.id);
+            AddStatus::Added {
+                group_created: created,
+            }
+        } else {
+            AddStatus::AlreadyMember
+        };
+        (status, entry)
     }
 
     /// Removes a channel from a group; the group goes away with its last member.
@@ -258,22 +220,26 @@ impl Groups {
                 }
             }
         }
-        lock(&self.expiring).remove(&channel.id);
         if !emptied.is_empty() && self.broker.is_clustered() {
-            let broker = self.broker.clone();
-            let unsubscribe = async move {
-                for group in emptied {
-                    if let Err(e) = broker.unsubscribe(&group).await {
-                        tracing::warn!(group = &*group, "broker unsubscribe failed: {e}");
-                    }
+            self.unsubscribe_later(emptied);
+        }
+    }
+
+    /// Unsubscribes from groups that emptied, in the background.
+    fn unsubscribe_later(&self, groups: Vec<Arc<str>>) {
+        let broker = self.broker.clone();
+        let unsubscribe = async move {
+            for group in groups {
+                if let Err(e) = broker.unsubscribe(&group).await {
+                    tracing::warn!(group = &*group, "broker unsubscribe failed: {e}");
                 }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(unsubscribe);
-                }
-                Err(_) => tracing::warn!("no runtime to unsubscribe emptied groups"),
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(unsubscribe);
+            }
+            Err(_) => tracing::warn!("no runtime to unsubscribe emptied groups"),
         }
     }
 
@@ -306,7 +272,7 @@ impl Groups {
         &self,
         group: &str,
         payload: Utf8Bytes,
-        except: Option<crate::ws::ConnectionId>,
+        except: Option<ConnectionId>,
         save_history: bool,
     ) -> SendReport {
         let mut report = SendReport::default();
@@ -321,17 +287,33 @@ impl Groups {
                 payload: Bytes::from(payload),
                 except,
             };
-            match self.broker.publish(group, &message).await {
-                Ok(()) => report.published = Some(true),
-                Err(e) => {
-                    self.counters
-                        .publish_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(group, "publishing to the cluster failed: {e}");
-                    report.published = Some(false);
-                    report.publish_error = Some(e.to_string());
-                }
+            let published = self.broker.publish(group, &message).await;
+            if let Err(e) = &published {
+                self.counters
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(group, "publishing to the cluster failed: {e}");
             }
+            record_publish(&mut report, published);
+        }
+        report
+    }
+
+    /// Sends `payload` (JSON text) to one channel: here if it is connected here, else through
+    /// the broker.
+    pub(crate) async fn send_to(&self, channel: ConnectionId, payload: Utf8Bytes) -> SendReport {
+        let mut report = SendReport::default();
+        if let Some(conn) = self.connections.get(&channel) {
+            self.offer_one(&conn, &payload, &mut report);
+            return report;
+        }
+        if self.broker.is_clustered() {
+            let message = Outgoing {
+                payload: Bytes::from(payload),
+                except: None,
+            };
+            let published = self.broker.send_to(channel, &message).await;
+            record_publish(&mut report, published);
         }
         report
     }
@@ -342,7 +324,7 @@ impl Groups {
         &self,
         group: &Group,
         payload: Utf8Bytes,
-        except: Option<crate::ws::ConnectionId>,
+        except: Option<ConnectionId>,
         report: &mut SendReport,
     ) {
         let skip = self.config.slow_consumer == SlowConsumer::Drop;
@@ -356,8 +338,8 @@ impl Groups {
         report.delivered = pushed.members;
         if let Some(except) = except
             && self
-                .app()
-                .and_then(|app| app.connections().get(&except))
+                .connections
+                .get(&except)
                 .is_some_and(|c| c.is_in(&group.ring))
         {
             report.delivered -= 1;
@@ -403,86 +385,26 @@ impl Groups {
     }
 
     /// A message for one channel sent by another server.
-    pub(crate) fn deliver_remote_to(
-        &self,
-        channel: crate::ws::ConnectionId,
-        message: &Outgoing,
-    ) -> bool {
-        let Some(app) = self.app() else {
-            return false;
-        };
-        let Some(conn) = app.connections().get(&channel) else {
+    pub(crate) fn deliver_remote_to(&self, channel: ConnectionId, message: &Outgoing) -> bool {
+        let Some(conn) = self.connections.get(&channel) else {
             return false;
         };
         let Ok(payload) = Utf8Bytes::try_from(message.payload.clone()) else {
             return false;
         };
         let mut report = SendReport::default();
-        self.offer_one(&Channel::from_conn(conn), &payload, &mut report);
+        self.offer_one(&conn, &payload, &mut report);
         report.delivered == 1
     }
 
     /// Offers a JSON text payload to one channel (as its payload type says), never waiting.
-    pub(crate) fn offer_one(
-        &self,
-        channel: &Channel,
-        payload: &Utf8Bytes,
-        report: &mut SendReport,
-    ) {
-        match channel.conn().offer(&Frame::Json(payload.clone())) {
+    fn offer_one(&self, conn: &Conn, payload: &Utf8Bytes, report: &mut SendReport) {
+        match conn.offer(&Frame::Json(payload.clone())) {
             Offer::Queued => report.delivered += 1,
             Offer::Closed => report.dropped += 1,
             Offer::Full => {
                 report.dropped += 1;
-                self.slow_consumer(channel.conn(), report);
-            }
-        }
-    }
-
-    /// An event emitted cluster-wide by another server: queued for the task that runs them in
-    /// order (started with the first). `false`: dropped, the queue is full.
-    pub(crate) fn deliver_event(&self, name: &str, payload: &[u8]) -> bool {
-        let payload: serde_json::Value = match serde_json::from_slice(payload) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::warn!(
-                    event = name,
-                    "dropped a cluster event whose payload is not JSON: {e}"
-                );
-                return false;
-            }
-        };
-        let Some(app) = self.app() else {
-            return false;
-        };
-        let queue = self.cluster_events.get_or_init(|| {
-            let (queue, mut events) =
-                tokio::sync::mpsc::channel::<(String, serde_json::Value)>(CLUSTER_EVENT_QUEUE);
-            let weak = app.downgrade();
-            let runner = async move {
-                while let Some((name, payload)) = events.recv().await {
-                    let Some(app) = crate::app::WeakApp::upgrade(&weak) else {
-                        return;
-                    };
-                    let _: crate::EmitReport = app.events().emit(name.as_str(), payload).await;
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(runner);
-                }
-                Err(_) => tracing::warn!("cluster events need a Tokio runtime"),
-            }
-            queue
-        });
-        match queue.try_send((name.to_owned(), payload)) {
-            Ok(()) => true,
-            Err(_) => {
-                tracing::warn!(
-                    event = name,
-                    "dropped a cluster event: {CLUSTER_EVENT_QUEUE} are waiting to run"
-                );
-                false
+                self.slow_consumer(conn, report);
             }
         }
     }
@@ -496,7 +418,7 @@ impl Groups {
     }
 
     /// Every group with members here, with their ids.
-    pub(crate) fn member_ids(&self) -> Vec<(String, Vec<crate::ws::ConnectionId>)> {
+    pub(crate) fn member_ids(&self) -> Vec<(String, Vec<ConnectionId>)> {
         self.table
             .pin()
             .iter()
@@ -514,16 +436,6 @@ impl Groups {
             .collect()
     }
 
-    /// Emits a broker event on the app's bus (in the background).
-    pub(crate) fn report(&self, name: &'static str, detail: serde_json::Value) {
-        let Some(app) = self.app() else {
-            return;
-        };
-        if let Err(e) = app.events().spawn_emit(name, detail) {
-            tracing::warn!(event = name, "could not report a broker event: {e}");
-        }
-    }
-
     /// Groups and their local member counts, sorted by name.
     pub(crate) fn list(&self) -> Vec<(String, usize)> {
         let mut groups: Vec<(String, usize)> = self
@@ -538,7 +450,7 @@ impl Groups {
     }
 
     /// The local members of `group`.
-    pub(crate) fn members(&self, group: &str) -> Vec<Channel> {
+    pub(crate) fn members(&self, group: &str) -> Vec<Arc<Conn>> {
         let Some(group) = self.table.pin().get(group).cloned() else {
             return Vec::new();
         };
@@ -547,12 +459,11 @@ impl Groups {
             .members()
             .iter()
             .filter_map(|sub| sub.conn.upgrade())
-            .map(Channel::from_conn)
             .collect()
     }
 
-    pub(crate) fn metrics(&self) -> super::ChannelMetrics {
-        super::ChannelMetrics {
+    pub(crate) fn metrics(&self) -> ChannelMetrics {
+        ChannelMetrics {
             groups: self.table.len(),
             slow_consumers_closed: self.counters.slow_closed.load(Ordering::Relaxed),
             dropped_for_slow_consumers: self.counters.dropped.load(Ordering::Relaxed),
@@ -560,49 +471,15 @@ impl Groups {
             publish_failures: self.counters.publish_failures.load(Ordering::Relaxed),
         }
     }
-
-    /// Starts watching a channel's expiry (the sweeper starts with the first one).
-    pub(crate) fn expire(self: &Arc<Self>, conn: &Arc<Conn>) {
-        lock(&self.expiring).insert(conn.id, Arc::downgrade(conn));
-        if self.sweeper.set(()).is_ok() {
-            let groups = Arc::downgrade(self);
-            let interval = self.config.sweep_interval;
-            let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                tracing::warn!("channel expiry needs a Tokio runtime");
-                return;
-            };
-            handle.spawn(sweep(groups, interval));
-        }
-    }
-
-    /// Closes and removes the channels idle past their expiry; returns how many.
-    fn sweep_once(&self) -> usize {
-        let expired: Vec<Arc<Conn>> = {
-            let mut expiring = lock(&self.expiring);
-            expiring.retain(|_, conn| conn.strong_count() > 0);
-            expiring
-                .values()
-                .filter_map(Weak::upgrade)
-                .filter(|conn| conn.channel.is_expired())
-                .collect()
-        };
-        for conn in &expired {
-            self.leave_all(conn);
-            conn.close(close_code::GOING_AWAY, "channel expired", Closing::Graceful);
-            self.counters.expired.fetch_add(1, Ordering::Relaxed);
-        }
-        expired.len()
-    }
 }
 
-async fn sweep(groups: Weak<Groups>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(groups) = groups.upgrade() else {
-            return;
-        };
-        groups.sweep_once();
+/// Records in `report` whether the broker took a message.
+fn record_publish(report: &mut SendReport, published: Result<(), Error>) {
+    match published {
+        Ok(()) => report.published = Some(true),
+        Err(e) => {
+            report.published = Some(false);
+            report.publish_error = Some(e.to_string());
+        }
     }
 }

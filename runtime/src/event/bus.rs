@@ -22,7 +22,7 @@ use super::name::{self, Pattern};
 use super::{EventMetrics, Priority};
 use crate::{App, Error, ErrorKind};
 
-/// The documented name of the event that reports failed listeners (payload: [`ListenerError`]).
+/// The documented name of the event that reports failed listeners (payload: [`ListenerFailed`]).
 pub(crate) const LISTENER_ERROR: &str = "switchboard:listener.error";
 
 /// How many names without exact listeners keep a cached list of matching wildcard listeners.
@@ -202,7 +202,11 @@ impl Bus {
         let wildcard = name::check(&spec.pattern, name::Kind::Pattern).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidName,
-                format!("invalid event name `{}`: {}", spec.pattern, e.message),
+                format!(
+                    "invalid event name `{}`: {}",
+                    spec.pattern,
+                    e.message(&spec.pattern)
+                ),
             )
         })?;
         let mut guard = self.lock();

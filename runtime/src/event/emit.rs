@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::bus::{Bus, LISTENER_ERROR, Listener, Listeners, Slot, Stats};
 use super::context::{EventContext, Memo, ToJson, to_json};
 use super::listener::{Failure, ListenerCall, Outcome, panic_message};
-use super::{EmitReport, ListenerError};
+use super::{EmitReport, ListenerFailed};
 use crate::App;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -308,7 +308,7 @@ impl<'a> Core<'a> {
         if !self.bus.has_listeners(LISTENER_ERROR) {
             return;
         }
-        let error = ListenerError {
+        let error = ListenerFailed {
             event: self.name.to_string(),
             event_id: self.report.event_id,
             listener: listener.label.to_string(),
@@ -319,8 +319,8 @@ impl<'a> Core<'a> {
             self.app,
             Cow::Borrowed(LISTENER_ERROR),
             Some(error),
-            std::any::type_name::<ListenerError>(),
-            to_json::<ListenerError>,
+            std::any::type_name::<ListenerFailed>(),
+            to_json::<ListenerFailed>,
             false,
         ));
         if report.as_mut().poll(cx).is_pending() {

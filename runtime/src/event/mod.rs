@@ -1,11 +1,10 @@
 //! The event bus: `emit`, `on`, `once`, namespaces, priorities and wildcards.
 
 pub(crate) mod bus;
+mod cluster;
 mod context;
 mod emit;
 mod listener;
-pub(crate) mod name;
-pub(crate) mod registration;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -20,8 +19,10 @@ pub use listener::{IntoListener, IntoListenerResult, ListenerParam};
 #[doc(hidden)]
 pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};
 
+pub(crate) use cluster::Incoming;
 pub(crate) use context::to_json;
 pub(crate) use listener::{Callable, panic_message};
+pub(crate) use switchboard_syntax::event_name as name;
 
 use self::bus::{Bus, Spec};
 use crate::{App, Error, ErrorKind};
@@ -32,7 +33,7 @@ use crate::{App, Error, ErrorKind};
 /// them all.
 pub mod names {
     /// A listener failed (returned `Err`, panicked, timed out, or could not take the payload).
-    /// Payload: [`ListenerError`](crate::ListenerError). Failures of this event's own listeners
+    /// Payload: [`ListenerFailed`](crate::ListenerFailed). Failures of this event's own listeners
     /// are logged, never re-emitted.
     pub const LISTENER_ERROR: &str = super::bus::LISTENER_ERROR;
 
@@ -44,7 +45,7 @@ pub mod names {
     pub const WS_DISCONNECTED: &str = "switchboard:ws.disconnected";
 
     /// A WebSocket handler returned an error or panicked. Payload:
-    /// [`HandlerError`](crate::ws::HandlerError), with the path, the client and the message:
+    /// [`HandlerFailed`](crate::ws::HandlerFailed), with the path, the client and the message:
     /// one `#[on("ws.error", namespace = "switchboard")]` handles every handler failure.
     pub const WS_ERROR: &str = "switchboard:ws.error";
 }
@@ -130,7 +131,7 @@ pub struct EventMetrics {
 
 /// The payload of [`names::LISTENER_ERROR`]: one failed listener run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerError {
+pub struct ListenerFailed {
     /// The event whose listener failed.
     pub event: String,
     /// The id of that emit.
@@ -213,6 +214,10 @@ impl Events {
         self.app.bus()
     }
 
+    pub(crate) fn app(&self) -> &App {
+        &self.app
+    }
+
     fn full_name<'a>(&self, name: &'a str) -> Cow<'a, str> {
         match &self.namespace {
             Some(ns) => Cow::Owned(format!("{ns}:{name}")),
@@ -256,48 +261,6 @@ impl Events {
             to_json::<T>,
             true,
         )
-    }
-
-    /// Emits `name` on every server of the cluster: sends it to the other servers (their
-    /// listeners get the payload as JSON and run in a task of theirs, one event after another
-    /// in arrival order), then runs this server's listeners as [`emit`](Self::emit) does.
-    /// Without a cluster broker it is `emit`. [`emit`](Self::emit) itself stays local.
-    ///
-    /// Delivery to other servers is at most once: an event sent while Redis is unreachable is
-    /// lost for them (`published` is `Some(false)`; this server's listeners run all the same).
-    /// Errors: `name` is not a valid event name (nothing ran).
-    pub async fn emit_cluster<T>(&self, name: &str, payload: T) -> Result<ClusterEmitReport, Error>
-    where
-        T: Serialize + Send + Sync + 'static,
-    {
-        let full = self.full_name(name);
-        let problem = match name::check(&full, name::Kind::Pattern) {
-            Ok(false) => None,
-            Ok(true) => Some("an emitted name cannot contain wildcards".to_owned()),
-            Err(e) => Some(e.message),
-        };
-        if let Some(problem) = problem {
-            return Err(Error::new(
-                ErrorKind::InvalidName,
-                format!("invalid event name `{full}`: {problem}"),
-            ));
-        }
-        let broker = self.app.groups().broker.clone();
-        let (mut published, mut publish_error) = (None, None);
-        if broker.is_clustered() {
-            let sent = match serde_json::to_vec(&payload) {
-                Ok(json) => broker.publish_event(&full, &json).await,
-                Err(e) => Err(Error::serialize(e)),
-            };
-            published = Some(sent.is_ok());
-            publish_error = sent.err().map(|e| e.to_string());
-        }
-        let local = self.emit(name, payload).await;
-        Ok(ClusterEmitReport {
-            local,
-            published,
-            publish_error,
-        })
     }
 
     /// Fire and forget: emits in a background task and returns at once.

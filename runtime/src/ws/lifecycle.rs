@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::connection::{Conn, ConnectionId};
 use crate::App;
+use crate::conn::{Conn, ConnectionId};
 use crate::event::names;
 
 /// Payload of [`names::WS_CONNECTED`]: a connection was accepted.
@@ -38,7 +38,7 @@ pub struct Disconnected {
 
 /// Payload of [`names::WS_ERROR`]: a handler returned an error or panicked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandlerError {
+pub struct HandlerFailed {
     /// The connection (and channel) id.
     pub id: ConnectionId,
     /// The request path.
@@ -84,7 +84,7 @@ pub(crate) async fn disconnected(
     }
 }
 
-pub(crate) async fn handler_error(
+pub(crate) async fn handler_failed(
     app: &App,
     conn: &Conn,
     path: &str,
@@ -94,7 +94,7 @@ pub(crate) async fn handler_error(
 ) {
     let events = app.events();
     if events.has_listeners(names::WS_ERROR) {
-        let payload = HandlerError {
+        let payload = HandlerFailed {
             id: conn.id,
             path: path.to_owned(),
             client,

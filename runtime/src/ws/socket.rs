@@ -13,9 +13,9 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WireError};
 use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
 
-use super::close_code;
-use super::connection::{Closing, Conn, ConnectionId, Frame, Socket};
-use super::error::WsError;
+use super::head::Head;
+use crate::channel::{Channel, json_frame};
+use crate::conn::{Closing, Conn, ConnectionId, Frame, Socket, WsError, close_code};
 use crate::event::{IntoListener, ListenOptions, ListenerHandle};
 use crate::{App, Error};
 
@@ -97,67 +97,6 @@ impl Handshake {
     }
 }
 
-/// What the request said, kept for the handler: copied out of hyper's buffers so that an open
-/// connection does not pin the memory of its upgrade request. The headers are kept as one
-/// compact buffer and made a `HeaderMap` only if the handler asks for them.
-#[derive(Debug)]
-pub(crate) struct Head {
-    pub(crate) path: String,
-    pub(crate) query: Option<String>,
-    /// `name`, `value` pairs, each preceded by its length in two bytes.
-    raw_headers: Box<[u8]>,
-    headers: std::sync::OnceLock<HeaderMap>,
-    pub(crate) params: Vec<(Box<str>, String)>,
-    pub(crate) client: Option<SocketAddr>,
-}
-
-impl Head {
-    pub(crate) fn new(
-        parts: &http::request::Parts,
-        params: Vec<(Box<str>, String)>,
-        client: Option<SocketAddr>,
-    ) -> Self {
-        let mut raw = Vec::new();
-        for (name, value) in &parts.headers {
-            for bytes in [name.as_str().as_bytes(), value.as_bytes()] {
-                // hyper bounds a header line far below 64 KiB.
-                let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-                raw.extend_from_slice(&len.to_le_bytes());
-                raw.extend_from_slice(&bytes[..usize::from(len)]);
-            }
-        }
-        Self {
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            raw_headers: raw.into_boxed_slice(),
-            headers: std::sync::OnceLock::new(),
-            params,
-            client,
-        }
-    }
-
-    pub(crate) fn headers(&self) -> &HeaderMap {
-        self.headers.get_or_init(|| {
-            let mut headers = HeaderMap::new();
-            let mut raw = &self.raw_headers[..];
-            let mut next = || {
-                let len = usize::from(u16::from_le_bytes([*raw.first()?, *raw.get(1)?]));
-                let bytes = raw.get(2..2 + len)?;
-                raw = &raw[2 + len..];
-                Some(bytes)
-            };
-            while let (Some(name), Some(value)) = (next(), next()) {
-                if let (Ok(name), Ok(value)) =
-                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-                {
-                    headers.append(name, value);
-                }
-            }
-            headers
-        })
-    }
-}
-
 enum State {
     Pending(Arc<Handshake>),
     Open(Arc<Socket>),
@@ -197,8 +136,9 @@ impl std::fmt::Debug for WebSocket {
 }
 
 impl WebSocket {
-    pub(crate) fn conn(&self) -> &Arc<Conn> {
-        &self.conn
+    /// This connection's channel (the same one every time).
+    pub fn channel(&self) -> Channel {
+        Channel::from_conn(self.conn.clone())
     }
 
     pub(crate) fn pending(conn: Arc<Conn>, head: Head, app: App) -> (Self, Arc<Handshake>) {
@@ -406,7 +346,7 @@ impl WebSocket {
             self.conn.frame_read();
             match item {
                 Some(Ok(message @ (WireMessage::Text(_) | WireMessage::Binary(_)))) => {
-                    self.conn.channel.touch_if_expiring();
+                    self.conn.touch_if_expiring();
                     return Poll::Ready(Ok(Some(message)));
                 }
                 Some(Ok(WireMessage::Close(frame))) => {
@@ -464,16 +404,11 @@ impl WebSocket {
         self.send_frame(Frame::Binary(bytes.into())).await
     }
 
-    /// Sends `value` as compact JSON in a text frame (non-ASCII characters are not escaped).
+    /// Sends `value` as compact JSON (non-ASCII characters are not escaped), in a text frame,
+    /// or a binary one when the channel's payload type is
+    /// [`Bytes`](crate::PayloadType::Bytes): the same as [`Channel::send_json`].
     pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), WsError> {
-        let text = serde_json::to_string(value).map_err(|e| {
-            WsError::close(
-                close_code::INTERNAL_ERROR,
-                format!("cannot serialise the message: {e}"),
-            )
-            .with_source(e)
-        })?;
-        self.send_frame(Frame::Text(Utf8Bytes::from(text))).await
+        self.send_frame(json_frame(value)?).await
     }
 
     /// Sends a message.
@@ -627,5 +562,12 @@ impl<'a> IntoFuture for Accept<'a> {
             }
             self.ws.finish_accept(self.protocol, self.headers).await
         })
+    }
+}
+
+impl Channel {
+    /// The channel of `ws`'s connection (as in Nexios' `Channel(websocket=ws)`).
+    pub fn new(ws: &WebSocket) -> Channel {
+        ws.channel()
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::{MemberOp, Shared, UP};
 use crate::Error;
 use crate::broker::Inbox;
-use crate::ws::ConnectionId;
+use crate::conn::ConnectionId;
 
 /// Commands per pipeline.
 const BATCH: usize = 1000;

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::envelope::{Envelope, Kind};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing};
-use crate::ws::ConnectionId;
+use crate::conn::ConnectionId;
 use crate::{Error, ErrorKind};
 
 const CONNECTING: u8 = 0;

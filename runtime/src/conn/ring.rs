@@ -12,13 +12,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
-use super::connection::{Conn, ConnectionId, Frame};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use super::{Conn, ConnectionId, Frame, lock};
 
 /// A ring is trimmed (its entries all members passed are dropped) each time it grows by this
 /// many bytes: the scan of members' cursors is amortised over many sends.

@@ -1,101 +1,36 @@
-//! WebSocket routes: the record `#[ws_route]` submits, the converters of path parameters, the
-//! traits handler parameters go through, and turning the routes into an axum router without
-//! letting axum panic on a conflict.
+//! What a WebSocket handler is to the framework: the route it serves, how the generated code
+//! builds its arguments (path parameters, extractors, the `WebSocket`), and the return types it
+//! may have.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
 use http::request::Parts;
+pub use switchboard_syntax::route_path::Converter;
 
 use super::{WebSocket, WsError};
-use crate::app::registry::in_module;
-use crate::{App, Error, ErrorKind};
+use crate::App;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Nexios' path converters: which values a `{name:converter}` segment accepts.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Converter {
-    /// `{name}` or `{name:str}`: any non-empty segment.
-    Str,
-    /// `{name:int}`: digits.
-    Int,
-    /// `{name:float}`: digits, optionally a dot and digits.
-    Float,
-    /// `{name:path}`: the rest of the path, slashes included.
-    Path,
-    /// `{name:uuid}`: a lowercase hyphenated UUID.
-    Uuid,
-    /// `{name:slug}`: letters, digits, `-` and `_`.
-    Slug,
-}
-
-impl Converter {
-    /// Whether `value` (percent-decoded) matches.
-    pub(crate) fn accepts(self, value: &str) -> bool {
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        match self {
-            Converter::Str | Converter::Path => !value.is_empty(),
-            Converter::Int => digits(value),
-            Converter::Float => match value.split_once('.') {
-                Some((whole, fraction)) => digits(whole) && digits(fraction),
-                None => digits(value),
-            },
-            Converter::Slug => {
-                !value.is_empty()
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            }
-            Converter::Uuid => {
-                let groups: Vec<&str> = value.split('-').collect();
-                groups.len() == 5
-                    && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, len)| {
-                        g.len() == len
-                            && g.bytes()
-                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                    })
-            }
-        }
-    }
-}
-
-/// One WebSocket route, as registered by `#[ws_route]`.
+/// A WebSocket route as the handshake needs it: the template, the converter of each path
+/// parameter, and the generated entry point of the handler.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct RouteRegistration {
+pub struct Route {
     /// The path as written, converters included: `/items/{id:int}`.
     pub path: &'static str,
-    /// The same path in axum's syntax: `/items/{id}`, `/files/{*rest}`.
-    pub axum_path: &'static str,
     /// The converter of each path parameter.
     pub params: &'static [(&'static str, Converter)],
     pub handler: fn(WsRequest) -> BoxFuture<WsStart>,
-    pub function: &'static str,
-    pub module_path: &'static str,
-    pub file: &'static str,
-    pub line: u32,
 }
 
-inventory::collect!(RouteRegistration);
-
-impl RouteRegistration {
-    pub(crate) fn location(&self) -> String {
-        format!("{}:{}", self.file, self.line)
-    }
-}
-
-/// What the generated code gets to build the handler's arguments.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct WsRequest {
@@ -342,145 +277,4 @@ where
 
 pub(crate) fn not_found() -> Response {
     (http::StatusCode::NOT_FOUND, "not found").into_response()
-}
-
-/// An HTTP route given to the builder (checked against the WebSocket routes).
-pub(crate) struct HttpRoute {
-    pub(crate) path: String,
-    pub(crate) method_router: MethodRouter<App>,
-}
-
-/// The WebSocket routes under `prefix`, sorted, with every conflict reported (the same path
-/// twice, or two patterns the router could not tell apart), and the HTTP routes checked against
-/// them; then the router.
-pub(crate) fn router(
-    prefix: Option<&str>,
-    http: Vec<HttpRoute>,
-) -> Result<(Router<App>, Vec<&'static RouteRegistration>), Error> {
-    let mut routes: Vec<&'static RouteRegistration> = inventory::iter::<RouteRegistration>
-        .into_iter()
-        .filter(|r| in_module(r.module_path, prefix))
-        .collect();
-    routes.sort_by_key(|r| (r.module_path, r.file, r.line));
-
-    let mut matcher = matchit::Router::new();
-    let mut owners: HashMap<String, String> = HashMap::new();
-    let mut problems = Vec::new();
-    let describe = |r: &RouteRegistration| {
-        format!(
-            "WebSocket route `{}` (`{}::{}` at {})",
-            r.path,
-            r.module_path,
-            r.function,
-            r.location()
-        )
-    };
-    for r in &routes {
-        match matcher.insert(r.axum_path, ()) {
-            Ok(()) => {
-                owners.insert(r.axum_path.to_owned(), describe(r));
-            }
-            Err(e) => problems.push(conflict(&describe(r), &e, &owners)),
-        }
-    }
-    // An HTTP route may share the exact path of a WebSocket route: GET is the handshake, other
-    // methods go to the HTTP route. Any other overlap is a conflict.
-    let mut shared: HashMap<String, MethodRouter<App>> = HashMap::new();
-    let mut own = Vec::new();
-    let mut http_paths = std::collections::HashSet::new();
-    for h in http {
-        if let Some(problem) = http_path_problem(&h.path) {
-            problems.push(format!("HTTP route `{}`: {problem}", h.path));
-            continue;
-        }
-        if !http_paths.insert(h.path.clone()) {
-            problems.push(format!(
-                "HTTP route `{}` is given twice: give one method router with all its methods",
-                h.path
-            ));
-            continue;
-        }
-        if routes.iter().any(|r| r.axum_path == h.path) {
-            shared.insert(h.path, h.method_router);
-            continue;
-        }
-        match matcher.insert(h.path.as_str(), ()) {
-            Ok(()) => {
-                owners.insert(h.path.clone(), format!("HTTP route `{}`", h.path));
-                own.push(h);
-            }
-            Err(e) => problems.push(conflict(&format!("HTTP route `{}`", h.path), &e, &owners)),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Error::new(ErrorKind::Registration, problems.join("; ")));
-    }
-
-    let mut router = Router::new();
-    for r in &routes {
-        let route: &'static RouteRegistration = r;
-        let mut method_router = axum::routing::get(
-            move |axum::extract::State(app): axum::extract::State<App>,
-                  request: axum::extract::Request| {
-                super::handshake::handle(route, app, request)
-            },
-        );
-        if let Some(http) = shared.remove(route.axum_path) {
-            method_router = method_router.fallback(http);
-        }
-        router = router.route(route.axum_path, method_router);
-    }
-    for h in own {
-        router = router.route(&h.path, h.method_router);
-    }
-    Ok((router, routes))
-}
-
-fn conflict(what: &str, error: &matchit::InsertError, owners: &HashMap<String, String>) -> String {
-    match error {
-        matchit::InsertError::Conflict { with } => {
-            let other = owners
-                .get(with)
-                .cloned()
-                .unwrap_or_else(|| format!("route `{with}`"));
-            format!("{what} conflicts with {other}")
-        }
-        other => format!("{what}: {other}"),
-    }
-}
-
-/// What axum would panic on in an HTTP route's path.
-fn http_path_problem(path: &str) -> Option<&'static str> {
-    if !path.starts_with('/') {
-        return Some("paths must start with `/`");
-    }
-    if path.split('/').any(|s| s.starts_with(':')) {
-        return Some("captures are written `{name}`, not `:name`");
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Converter;
-
-    #[test]
-    fn converters_follow_nexios() {
-        assert!(Converter::Int.accepts("42"));
-        assert!(!Converter::Int.accepts("-1"));
-        assert!(!Converter::Int.accepts("abc"));
-        assert!(!Converter::Int.accepts(""));
-        assert!(Converter::Float.accepts("3.14"));
-        assert!(Converter::Float.accepts("3"));
-        assert!(!Converter::Float.accepts("3."));
-        assert!(!Converter::Float.accepts(".5"));
-        assert!(Converter::Slug.accepts("hello-world_2"));
-        assert!(!Converter::Slug.accepts("hello world"));
-        assert!(Converter::Uuid.accepts("123e4567-e89b-12d3-a456-426614174000"));
-        assert!(!Converter::Uuid.accepts("123E4567-E89B-12D3-A456-426614174000"));
-        assert!(!Converter::Uuid.accepts("not-a-uuid"));
-        assert!(Converter::Path.accepts("a/b/c"));
-        assert!(Converter::Str.accepts("anything at all"));
-        assert!(!Converter::Str.accepts(""));
-    }
 }

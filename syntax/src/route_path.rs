@@ -1,21 +1,30 @@
-//! Path templates of `#[ws_route]`: `/chat/{room}`, `/items/{id:int}`, `/files/{rest:path}`.
-//! A `&str` goes in; segments, or an error with the byte range to blame, come out.
+//! Route path templates: `/chat/{room}`, `/items/{id:int}`, `/files/{rest:path}`.
+//!
+//! A `&str` goes in; segments, or an error with the byte range to blame, come out. The
+//! [`Converter`] of each parameter also decides, at run time, which values it accepts.
 
 use std::ops::Range;
 
-/// Nexios' converters.
+/// Nexios' path converters: which values a `{name:converter}` segment accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Converter {
+pub enum Converter {
+    /// `{name}` or `{name:str}`: any non-empty segment.
     Str,
+    /// `{name:int}`: digits.
     Int,
+    /// `{name:float}`: digits, optionally a dot and digits.
     Float,
+    /// `{name:path}`: the rest of the path, slashes included.
     Path,
+    /// `{name:uuid}`: a lowercase hyphenated UUID.
     Uuid,
+    /// `{name:slug}`: letters, digits, `-` and `_`.
     Slug,
 }
 
 impl Converter {
-    fn parse(name: &str) -> Option<Self> {
+    /// The converter named `name` in a template (`int`, `slug`, ..).
+    pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "str" => Converter::Str,
             "int" => Converter::Int,
@@ -27,8 +36,8 @@ impl Converter {
         })
     }
 
-    /// The variant's name in the runtime's `Converter`.
-    pub(crate) fn variant(self) -> &'static str {
+    /// The variant's name (`Int`), for generated code.
+    pub fn variant(self) -> &'static str {
         match self {
             Converter::Str => "Str",
             Converter::Int => "Int",
@@ -38,19 +47,61 @@ impl Converter {
             Converter::Slug => "Slug",
         }
     }
+
+    /// Whether `value` (a percent-decoded path segment, or the rest of the path for `path`)
+    /// matches.
+    pub fn accepts(self, value: &str) -> bool {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match self {
+            Converter::Str | Converter::Path => !value.is_empty(),
+            Converter::Int => digits(value),
+            Converter::Float => match value.split_once('.') {
+                Some((whole, fraction)) => digits(whole) && digits(fraction),
+                None => digits(value),
+            },
+            Converter::Slug => {
+                !value.is_empty()
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }
+            Converter::Uuid => {
+                let mut groups = value.split('-');
+                [8, 4, 4, 4, 12].iter().all(|&len| {
+                    groups.next().is_some_and(|g| {
+                        g.len() == len
+                            && g.bytes()
+                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    })
+                }) && groups.next().is_none()
+            }
+        }
+    }
 }
 
+/// One segment of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Segment<'a> {
+pub enum Segment<'a> {
+    /// Literal text.
     Static(&'a str),
-    Param { name: &'a str, converter: Converter },
+    /// A parameter.
+    Param {
+        /// Its name.
+        name: &'a str,
+        /// What values it accepts.
+        converter: Converter,
+    },
 }
 
+/// Why a template was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PathError {
-    pub(crate) range: Range<usize>,
-    pub(crate) message: String,
-    pub(crate) help: Option<&'static str>,
+pub struct PathError {
+    /// The bytes of the template to blame.
+    pub range: Range<usize>,
+    /// The message, in rustc's voice.
+    pub message: String,
+    /// A `help` line with the correct form, where there is one.
+    pub help: Option<&'static str>,
 }
 
 fn error(range: Range<usize>, message: impl Into<String>, help: Option<&'static str>) -> PathError {
@@ -64,7 +115,7 @@ fn error(range: Range<usize>, message: impl Into<String>, help: Option<&'static 
 const CONVERTERS: &str = "valid converters are `str`, `int`, `float`, `path`, `uuid` and `slug`";
 
 /// Parses a template; the first mistake is reported.
-pub(crate) fn parse(template: &str) -> Result<Vec<Segment<'_>>, PathError> {
+pub fn parse(template: &str) -> Result<Vec<Segment<'_>>, PathError> {
     if template.is_empty() {
         return Err(error(
             0..0,
@@ -221,7 +272,7 @@ fn parse_segment(part: &str, range: Range<usize>) -> Result<Segment<'_>, PathErr
 }
 
 /// The template in axum's syntax: converters dropped, a `path` parameter as a catch-all.
-pub(crate) fn axum_path(segments: &[Segment<'_>]) -> String {
+pub fn axum_path(segments: &[Segment<'_>]) -> String {
     let mut path = String::new();
     for segment in segments {
         path.push('/');
@@ -334,5 +385,26 @@ mod tests {
             message("/x/*rest").1,
             "invalid character `*` in the route path"
         );
+    }
+
+    #[test]
+    fn converters_follow_nexios() {
+        assert!(Converter::Int.accepts("42"));
+        assert!(!Converter::Int.accepts("-1"));
+        assert!(!Converter::Int.accepts("abc"));
+        assert!(!Converter::Int.accepts(""));
+        assert!(Converter::Float.accepts("3.14"));
+        assert!(Converter::Float.accepts("3"));
+        assert!(!Converter::Float.accepts("3."));
+        assert!(!Converter::Float.accepts(".5"));
+        assert!(Converter::Slug.accepts("hello-world_2"));
+        assert!(!Converter::Slug.accepts("hello world"));
+        assert!(Converter::Uuid.accepts("123e4567-e89b-12d3-a456-426614174000"));
+        assert!(!Converter::Uuid.accepts("123E4567-E89B-12D3-A456-426614174000"));
+        assert!(!Converter::Uuid.accepts("123e4567-e89b-12d3-a456-426614174000-0"));
+        assert!(!Converter::Uuid.accepts("not-a-uuid"));
+        assert!(Converter::Path.accepts("a/b/c"));
+        assert!(Converter::Str.accepts("anything at all"));
+        assert!(!Converter::Str.accepts(""));
     }
 }

@@ -3,15 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::connection::{Conn, ConnectionId};
-use crate::App;
+use super::{Conn, ConnectionId, lock};
+
+type Live = HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>;
 
 /// Behind a plain lock (not on a per-message path), so a removed connection is dropped at once:
 /// its socket closes when its last handle goes.
 pub(crate) struct Connections {
-    live: Mutex<HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>>,
+    live: Mutex<Live>,
     /// Connections open or being opened (handshakes count from the request on).
     reserved: AtomicUsize,
     max: usize,
@@ -27,41 +28,39 @@ impl std::fmt::Debug for Connections {
 }
 
 /// A place under the connection cap, given back when dropped.
+#[derive(Debug)]
 pub(crate) struct Slot {
-    app: App,
+    table: Arc<Connections>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.app
-            .connections()
-            .reserved
-            .fetch_sub(1, Ordering::AcqRel);
+        self.table.reserved.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Connections {
-    pub(crate) fn new(max: usize) -> Self {
-        Self {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
             live: Mutex::default(),
             reserved: AtomicUsize::new(0),
             max,
-        }
+        })
     }
 
     /// A place under the cap, or `None` when the app is full.
-    pub(crate) fn reserve(&self, app: &App) -> Option<Slot> {
+    pub(crate) fn reserve(self: &Arc<Self>) -> Option<Slot> {
         if self.reserved.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.reserved.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Slot { app: app.clone() })
+        Some(Slot {
+            table: self.clone(),
+        })
     }
 
-    fn lock(
-        &self,
-    ) -> MutexGuard<'_, HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        lock(&self.live)
     }
 
     pub(crate) fn insert(&self, conn: Arc<Conn>) {
@@ -72,7 +71,9 @@ impl Connections {
         self.lock().get(id).cloned()
     }
 
+    /// Removes a connection that ended (and forgets its expiry).
     pub(crate) fn remove(&self, conn: &Conn) {
+        conn.clear_ttl();
         let removed = self.lock().remove(&conn.id);
         drop(removed); // outside the lock
     }
@@ -84,5 +85,14 @@ impl Connections {
 
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// The open connections `select` picks (looked at under the lock: keep it cheap).
+    pub(crate) fn filter(&self, mut select: impl FnMut(&Conn) -> bool) -> Vec<Arc<Conn>> {
+        self.lock()
+            .values()
+            .filter(|conn| select(conn))
+            .cloned()
+            .collect()
     }
 }

@@ -1,0 +1,41 @@
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What every connection of an app shares: its settings, the counter that orders everything
+/// the connections are sent, and the clock their activity is measured on.
+#[derive(Debug)]
+pub(crate) struct ConnConfig {
+    pub(crate) max_queue_bytes: usize,
+    /// `None`: no server pings.
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    /// Sequence numbers of outgoing frames (rings of one app share it).
+    pub(crate) sequence: AtomicU64,
+    /// Activity times are milliseconds since this instant.
+    pub(crate) epoch: Instant,
+    /// Open connections whose channel has an expiry: the sweeper looks only while some do.
+    pub(crate) expiring: AtomicUsize,
+}
+
+impl ConnConfig {
+    /// The default settings (see `Builder`).
+    pub(crate) fn new() -> Self {
+        Self {
+            max_queue_bytes: 4 * 1024 * 1024,
+            ping_interval: Some(Duration::from_secs(25)),
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            sequence: AtomicU64::new(0),
+            epoch: Instant::now(),
+            expiring: AtomicUsize::new(0),
+        }
+    }
+
+    /// Milliseconds since the app's epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}

@@ -1,0 +1,87 @@
+//! The connection core: one connection's shared state, what is queued for it and the task that
+//! writes it. The WebSocket API (`ws`) and channel groups (`channel`) both sit above it; it
+//! knows neither.
+//!
+//! Everything sent to a client (by its handler, a group, or the framework) goes through rings
+//! of frames bounded by bytes ([`ring`], [`outbound`]). The writer ([`writer`]) takes
+//! everything queued at once, feeds it to the socket under one lock and flushes once. A close
+//! request goes through a separate lane ([`close`]): it is accepted even when the queue is
+//! full, and the connection is killed if the close cannot complete in time.
+//!
+//! - [`id`]: connection ids; [`frame`]: outgoing frames, encoded once and shared.
+//! - [`ring`]: the rings writers pull from (a group's, and each connection's own).
+//! - [`outbound`]: a connection's rings and the backpressure on its reader.
+//! - [`close`]: the close lane, and how the client ended the connection.
+//! - [`inbound`]: what the reader shares with the writer and keep-alive ([`keepalive`]).
+//! - [`attributes`]: what the connection's channel carries (payload type, expiry, data).
+//! - [`socket`]: the socket the reader and the writer share; [`writer`]: the writer task.
+//! - [`table`]: an app's live connections; [`config`]: what they share.
+//! - [`error`]: close codes and [`WsError`].
+
+mod attributes;
+mod close;
+mod config;
+mod error;
+mod frame;
+mod id;
+mod inbound;
+mod keepalive;
+mod outbound;
+pub(crate) mod ring;
+mod socket;
+mod table;
+mod writer;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::task::AtomicWaker;
+
+pub use attributes::PayloadType;
+pub(crate) use close::Closing;
+pub(crate) use config::ConnConfig;
+pub use error::{WsError, close_code};
+pub(crate) use frame::{Frame, Offer};
+pub use id::ConnectionId;
+pub(crate) use socket::Socket;
+pub(crate) use table::{Connections, Slot};
+pub(crate) use writer::write_loop;
+
+/// The state a connection shares between its handler, its writer, its channel and the app.
+pub(crate) struct Conn {
+    pub(crate) id: ConnectionId,
+    pub(crate) config: Arc<ConnConfig>,
+    writer: AtomicWaker,
+    reader: AtomicWaker,
+    outbound: outbound::Outbound,
+    close: close::CloseLane,
+    inbound: inbound::Inbound,
+    attributes: attributes::Attributes,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(config: Arc<ConnConfig>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            id: ConnectionId::new(),
+            config,
+            writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
+            outbound: outbound::Outbound::new(ring::Ring::new().subscribe(me.clone(), None)),
+            close: close::CloseLane::default(),
+            inbound: inbound::Inbound::default(),
+            attributes: attributes::Attributes::default(),
+        })
+    }
+}
+
+/// Locks, ignoring poisoning: every critical section here leaves its data consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,300 @@
+//! The writer task: the one owner of a connection's sink. It takes what the connection's rings
+//! hold (in the order it was sent), feeds it to the socket under one lock, and flushes once;
+//! between batches it sends pings and, at the end, the close frame.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::Sink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage};
+
+use super::close::{CloseRequest, Closing};
+use super::frame::Frame;
+use super::keepalive::{Beat, Keepalive};
+use super::ring::Taken;
+use super::socket::Socket;
+use super::{Conn, close_code, lock};
+
+/// Bytes a writer takes from one ring at a time: many frames per write to the socket, while
+/// its batch and tungstenite's output buffer stay small (a burst waits in the shared ring, not
+/// in a copy per member; buffers stay below the allocator's mmap threshold).
+const FILL_BYTES: usize = 64 * 1024;
+
+/// Runs a connection's writer: ends after sending the close frame, on a write error, or when
+/// the connection is killed.
+pub(crate) async fn write_loop<S>(conn: Arc<Conn>, socket: Arc<Socket<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut writer = Writer {
+        keepalive: Keepalive::new(&conn.config),
+        batch: VecDeque::new(),
+        batch_bytes: 0,
+        limit: None,
+        control: None,
+        flushing: false,
+        closed: None,
+    };
+    poll_fn(|cx| writer.poll(cx, &conn, &socket)).await;
+}
+
+/// A frame of the writer's own: a ping, or the close frame (after which it stops).
+enum Control {
+    Ping,
+    Close(CloseRequest),
+}
+
+/// What the writer does next when it has nothing in hand.
+enum Next {
+    /// Frames or a control frame are ready to be written.
+    Write,
+    /// Something changed meanwhile (a ring got entries, a close was requested): look again.
+    Again,
+    /// Nothing to write until woken (by a ring, the close lane, the timer or the socket).
+    Wait,
+    /// The close frame is out: the writer is done.
+    Done,
+}
+
+struct Writer {
+    keepalive: Keepalive,
+    /// Frames taken from the rings, in sequence order, not yet given to the socket.
+    batch: VecDeque<(u64, Frame)>,
+    batch_bytes: usize,
+    /// When the budget left entries in a ring: frames from this sequence number on wait until
+    /// those are taken (so the rings' frames stay in order).
+    limit: Option<u64>,
+    /// A ping or close frame waiting to be given to the socket.
+    control: Option<Control>,
+    /// Frames were given to the socket and not flushed yet.
+    flushing: bool,
+    /// The close frame was given to the socket: how the connection closes.
+    closed: Option<Closing>,
+}
+
+impl Writer {
+    /// Writes until there is nothing to write (`Pending`) or the writer is done (`Ready`).
+    fn poll<S>(&mut self, cx: &mut Context<'_>, conn: &Conn, socket: &Socket<S>) -> Poll<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        conn.writer.register(cx.waker());
+        loop {
+            if conn.is_killed() {
+                return Poll::Ready(());
+            }
+            if self.writable() == 0 && self.control.is_none() && !self.flushing {
+                match self.next(cx, conn) {
+                    Next::Write => {}
+                    Next::Again => continue,
+                    Next::Wait => return Poll::Pending,
+                    Next::Done => return Poll::Ready(()),
+                }
+            }
+            match self.write(cx, conn, socket) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    conn.kill();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// With nothing in hand: takes what the rings hold, else the close frame, else a ping when
+    /// one is due.
+    fn next(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Next {
+        if let Some(closed) = self.closed {
+            if closed == Closing::Abort {
+                // No answer is awaited from a peer that is gone or too slow.
+                conn.kill();
+            }
+            return Next::Done;
+        }
+        if conn.is_aborting() {
+            self.drop_batch();
+        } else {
+            self.fill(conn);
+        }
+        if self.writable() > 0 {
+            return Next::Write;
+        }
+        if let Some(close) = conn.take_close(self.batch.is_empty()) {
+            self.control = Some(Control::Close(close));
+            return Next::Write;
+        }
+        if !self.wait(conn) {
+            return Next::Again; // a ring got entries meanwhile
+        }
+        match self.keepalive.poll(cx, conn) {
+            Poll::Ready(Beat::Ping) => {
+                // Idle for a ping interval at most: give back what a burst grew, without
+                // regrowing it in the middle of one.
+                self.batch.shrink_to(64);
+                self.control = Some(Control::Ping);
+                Next::Write
+            }
+            // Through the close lane, so the close deadline and the reader see it.
+            Poll::Ready(Beat::Dead) => {
+                conn.close(
+                    close_code::INTERNAL_ERROR,
+                    "keepalive ping timeout",
+                    Closing::Abort,
+                );
+                Next::Again
+            }
+            Poll::Pending => Next::Wait,
+        }
+    }
+
+    /// How many frames at the front of the batch may be written now.
+    fn writable(&self) -> usize {
+        match self.limit {
+            None => self.batch.len(),
+            Some(limit) => self.batch.partition_point(|(seq, _)| *seq < limit),
+        }
+    }
+
+    fn drop_batch(&mut self) {
+        self.batch.clear();
+        self.batch_bytes = 0;
+    }
+
+    /// Takes what the rings hold for this connection, at most [`FILL_BYTES`] from each, in
+    /// sequence order; the rest waits in the rings (shared, not copied per member).
+    fn fill(&mut self, conn: &Conn) {
+        let before = self.batch.len();
+        let mut sources = 0;
+        let mut limit: Option<u64> = None;
+        let mut add = |batch: &VecDeque<(u64, Frame)>, len: usize, taken: Taken| {
+            if batch.len() > len {
+                sources += 1;
+            }
+            self.batch_bytes += taken.bytes;
+            limit = match (limit, taken.left) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        };
+        let own = &conn.outbound.own;
+        let len = self.batch.len();
+        let taken = own.ring.take_own(own, &mut self.batch, FILL_BYTES);
+        add(&self.batch, len, taken);
+        for sub in lock(&conn.outbound.groups).iter() {
+            let len = self.batch.len();
+            let taken = sub.ring.take(sub, conn.id, &mut self.batch, FILL_BYTES);
+            add(&self.batch, len, taken);
+        }
+        if sources > 1 || (sources == 1 && before > 0) {
+            self.batch.make_contiguous().sort_by_key(|(seq, _)| *seq);
+        }
+        self.limit = limit;
+        conn.set_unwritten(self.batch_bytes);
+    }
+
+    /// Registers with every ring to be woken by its next entry; `false` if one has entries.
+    fn wait(&self, conn: &Conn) -> bool {
+        let own = &conn.outbound.own;
+        if own.ring.wait(own) {
+            return false;
+        }
+        lock(&conn.outbound.groups)
+            .iter()
+            .all(|sub| !sub.ring.wait(sub))
+    }
+
+    /// Feeds the writable frames and the control frame to the socket and flushes, under one
+    /// lock.
+    fn write<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &Conn,
+        socket: &Socket<S>,
+    ) -> Poll<Result<(), WireError>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut guard = socket.lock();
+        let mut stream = Pin::new(&mut *guard);
+        ready!(self.feed_frames(cx, conn, stream.as_mut()))?;
+        ready!(self.feed_control(cx, stream.as_mut()))?;
+        if self.flushing {
+            let flushed = ready!(stream.as_mut().poll_flush(cx));
+            self.flushing = false;
+            conn.set_unwritten(self.batch_bytes);
+            conn.outbound.space.notify_waiters();
+            if self.closed.is_none() {
+                flushed?;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn feed_frames<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &Conn,
+        mut stream: Pin<&mut WebSocketStream<S>>,
+    ) -> Poll<Result<(), WireError>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let binary = conn.sends_binary();
+        let mut writable = self.writable();
+        while writable > 0 {
+            if conn.is_aborting() {
+                // Closing a slow or dead peer: what it has not taken yet is dropped.
+                self.drop_batch();
+                break;
+            }
+            ready!(stream.as_mut().poll_ready(cx))?;
+            let Some((_, frame)) = self.batch.pop_front() else {
+                break;
+            };
+            self.batch_bytes = self.batch_bytes.saturating_sub(frame.cost());
+            writable -= 1;
+            stream.as_mut().start_send(frame.into_wire(binary))?;
+            self.flushing = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn feed_control<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut stream: Pin<&mut WebSocketStream<S>>,
+    ) -> Poll<Result<(), WireError>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(control) = &self.control else {
+            return Poll::Ready(Ok(()));
+        };
+        ready!(stream.as_mut().poll_ready(cx))?;
+        let message = match control {
+            Control::Ping => WireMessage::Ping(Bytes::new()),
+            Control::Close(close) => WireMessage::Close(Some(CloseFrame {
+                code: close.code.into(),
+                reason: close.reason.as_str().into(),
+            })),
+        };
+        if let Some(Control::Close(close)) = self.control.take() {
+            self.closed = Some(close.how);
+        }
+        // After a close, errors mean the peer is gone or closed first: nothing more to do.
+        let sent = stream.as_mut().start_send(message);
+        if self.closed.is_none() {
+            sent?;
+        }
+        self.flushing = true;
+        Poll::Ready(Ok(()))
+    }
+}
