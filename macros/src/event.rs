@@ -244,25 +244,16 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
     let args: Vec<Ident> = (0..func.sig.inputs.len())
         .map(|i| format_ident!("__arg{}", i))
         .collect();
-    let extract = func.sig.inputs.iter().zip(&args).map(|(input, arg)| {
-        let ty: &Type = match input {
-            FnArg::Typed(pat) => &pat.ty,
-            FnArg::Receiver(_) => unreachable!("receivers are refused by validation"),
-        };
-        let private = private::path_at(ty.span());
-        quote_spanned! {ty.span()=>
-            let #arg: #ty = match #private::extract(
-                (&&&&#private::Probe::<#ty>::new()).__switchboard_kind(),
-                __cx,
-                __may_move,
-            ) {
-                ::core::result::Result::Ok(value) => value,
-                ::core::result::Result::Err(error) => {
-                    return #private::ListenerCall::payload_error(error);
-                }
-            };
-        }
-    });
+    let extract = func
+        .sig
+        .inputs
+        .iter()
+        .zip(&args)
+        .filter_map(|(input, arg)| match input {
+            FnArg::Typed(pat) => Some(extract(&pat.ty, arg)),
+            // Refused by validation.
+            FnArg::Receiver(_) => None,
+        });
     // Spanned at the return type, so an invalid one is reported there (once).
     let ret_span = match &func.sig.output {
         ReturnType::Type(_, ty) => ty.span(),
@@ -276,21 +267,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
     } else {
         quote_spanned!(ret_span=> #ret_private::ListenerCall::done(#call))
     };
-    let event = &listener.event;
-    let namespace = listener
-        .namespace
-        .as_ref()
-        .map_or_else(|| quote!(""), |ns| quote!(#ns));
-    let priority = &listener.priority;
-    let once = matches!(kind, Kind::Once);
-    let function = name.to_string();
-    // At the call site, so `line!()` is the attribute's line: two attributes on one function
-    // are two places.
-    let location = quote! {
-        module_path: ::core::module_path!(),
-        file: ::core::file!(),
-        line: ::core::line!(),
-    };
+    let registration = registration(kind, listener, name);
     quote_spanned! {name.span()=>
         #func
 
@@ -309,17 +286,55 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
                 #run
             }
 
-            #private::inventory::submit! {
-                #private::ListenerRegistration {
-                    event: #event,
-                    namespace: #namespace,
-                    priority: #private::Priority::#priority,
-                    once: #once,
-                    call: __switchboard_listener,
-                    function: #function,
-                    #location
-                }
+            #registration
+        };
+    }
+}
+
+/// Binds one argument: the probe picks how its type is taken (context extractor, the emitted
+/// value, JSON), spanned at the type so a type that fits none is reported there.
+fn extract(ty: &Type, arg: &Ident) -> TokenStream {
+    let private = private::path_at(ty.span());
+    quote_spanned! {ty.span()=>
+        let #arg: #ty = match #private::extract(
+            (&&&&#private::Probe::<#ty>::new()).__switchboard_kind(),
+            __cx,
+            __may_move,
+        ) {
+            ::core::result::Result::Ok(value) => value,
+            ::core::result::Result::Err(error) => {
+                return #private::ListenerCall::payload_error(error);
             }
         };
+    }
+}
+
+/// The `inventory` record of the listener.
+fn registration(kind: Kind, listener: &Listener, name: &Ident) -> TokenStream {
+    let private = private::path();
+    let event = &listener.event;
+    let namespace = listener
+        .namespace
+        .as_ref()
+        .map_or_else(|| quote!(""), |ns| quote!(#ns));
+    let priority = &listener.priority;
+    let once = matches!(kind, Kind::Once);
+    let function = name.to_string();
+    // At the call site, so `line!()` is the attribute's line: two attributes on one function
+    // are two places.
+    quote! {
+        #private::inventory::submit! {
+            #private::ListenerRegistration {
+                event: #event,
+                namespace: #namespace,
+                priority: #private::Priority::#priority,
+                once: #once,
+                call: __switchboard_listener,
+                function: #function,
+                module_path: ::core::module_path!(),
+                file: ::core::file!(),
+                line: ::core::line!(),
+            }
+        }
     }
 }

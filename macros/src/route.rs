@@ -214,58 +214,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
     let private = private::path();
     let name = &func.sig.ident;
-    let template = route.template.value();
-    // `{` and `}` are format syntax in diagnostic attributes.
-    let shown = template.replace('{', "{{").replace('}', "}}");
-    let listed = if route.params.is_empty() {
-        format!("`{shown}` has no path parameters")
-    } else {
-        let names: Vec<String> = route.params.iter().map(|(n, _)| format!("`{n}`")).collect();
-        format!("the path parameters of `{shown}` are: {}", names.join(", "))
-    };
-    let message = format!("`{{T}}` is neither a path parameter of `{shown}` nor an extractor");
     let args: Vec<Ident> = (0..params.len())
         .map(|i| format_ident!("__arg{}", i))
         .collect();
-    let bindings = params.iter().zip(&args).map(|(param, arg)| match param {
-        Param::WebSocket => quote!(let #arg = __ws.take().expect("one WebSocket parameter");),
-        Param::Path { name, ty } => {
-            let at = private::path_at(ty.span());
-            quote_spanned! {ty.span()=>
-                let #arg: #ty = match #at::path_param::<#ty>(
-                    __ws.as_ref().expect("the WebSocket is taken last"),
-                    #name,
-                ) {
-                    ::core::result::Result::Ok(value) => value,
-                    ::core::result::Result::Err(rejection) => return rejection,
-                };
-            }
-        }
-        Param::Extractor { ty } => {
-            let at = private::path_at(ty.span());
-            quote_spanned! {ty.span()=>
-                let #arg: #ty = match __SwitchboardExtractor::<#ty>::__switchboard_extract(
-                    (&&#at::ExtractorProbe::<#ty>::new()).__switchboard_extractor_kind(),
-                    &mut __parts,
-                    &__app,
-                )
-                .await
-                {
-                    ::core::result::Result::Ok(value) => value,
-                    ::core::result::Result::Err(rejection) => return rejection,
-                };
-            }
-        }
-    });
-    // The WebSocket is moved into its argument after every other argument is extracted (path
-    // parameters read it), so bind the arguments in two passes.
-    let (ws_bindings, other_bindings): (Vec<_>, Vec<_>) = params
-        .iter()
-        .zip(bindings)
-        .partition(|(param, _)| matches!(param, Param::WebSocket));
-    let ws_bindings = ws_bindings.into_iter().map(|(_, b)| b);
-    let other_bindings = other_bindings.into_iter().map(|(_, b)| b);
-
+    let (ws_binding, other_bindings) = bindings(params, &args);
     let ret_span = match &func.sig.output {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => name.span(),
@@ -273,55 +225,15 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
     let ret_private = private::path_at(ret_span);
     let callee = Ident::new(&name.to_string(), ret_span);
     let run = quote_spanned!(ret_span=> #ret_private::WsStart::run(#callee(#(#args),*)));
-
-    let axum_path = &route.axum_path;
-    let converters = route.params.iter().map(|(name, converter)| {
-        let variant = Ident::new(converter.variant(), Span::call_site());
-        quote!((#name, #private::Converter::#variant))
-    });
-    let function = name.to_string();
-    let location = quote! {
-        module_path: ::core::module_path!(),
-        file: ::core::file!(),
-        line: ::core::line!(),
-    };
+    let extractor_trait = extractor_trait(route, name.span());
+    let registration = registration(route, name);
     quote_spanned! {name.span()=>
         #func
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, unused_qualifications)]
         const _: () = {
-            #[diagnostic::on_unimplemented(
-                message = #message,
-                label = "not a path parameter, and not an extractor",
-                note = #listed,
-                note = "a parameter named like a path parameter is parsed from the path; any other is the `WebSocket`, or an extractor such as `App`, `Events`, `State<T>`, `Query<T>` or `HeaderMap` (any `FromRequestParts<App>`)"
-            )]
-            trait __SwitchboardExtractor<T>: ::core::marker::Sized {
-                fn __switchboard_extract<'a>(
-                    self,
-                    parts: &'a mut #private::Parts,
-                    app: &'a #private::App,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<T, #private::WsStart>,
-                > + ::core::marker::Send + 'a;
-            }
-
-            // Implemented by the marker of extractors only: for another type the compiler
-            // reports this trait itself, with the message above.
-            impl<T: #private::FromRequestParts<#private::App>> __SwitchboardExtractor<T>
-                for #private::extractor_probe::Extractor
-            {
-                fn __switchboard_extract<'a>(
-                    self,
-                    parts: &'a mut #private::Parts,
-                    app: &'a #private::App,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<T, #private::WsStart>,
-                > + ::core::marker::Send + 'a {
-                    #private::extract_parts::<T>(parts, app)
-                }
-            }
+            #extractor_trait
 
             #[allow(unused_mut, unused_variables)]
             fn __switchboard_route(
@@ -333,23 +245,133 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
                     let (mut __parts, __app, __ws) = __request.into_parts();
                     let mut __ws = ::core::option::Option::Some(__ws);
                     #(#other_bindings)*
-                    #(#ws_bindings)*
+                    #(#ws_binding)*
                     #run
                 })
             }
 
-            #private::inventory::submit! {
-                #private::RouteRegistration {
-                    route: #private::WsRoute {
-                        path: #template,
-                        params: &[#(#converters),*],
-                        handler: __switchboard_route,
-                    },
-                    axum_path: #axum_path,
-                    function: #function,
-                    #location
-                }
-            }
+            #registration
         };
+    }
+}
+
+/// How each argument is bound, in two groups: the `WebSocket` is moved into its argument after
+/// every other argument is extracted (path parameters read it).
+fn bindings(params: &[Param<'_>], args: &[Ident]) -> (Vec<TokenStream>, Vec<TokenStream>) {
+    let mut ws = Vec::new();
+    let mut others = Vec::new();
+    for (param, arg) in params.iter().zip(args) {
+        match param {
+            Param::WebSocket => {
+                ws.push(quote!(let #arg = __ws.take().expect("one WebSocket parameter");));
+            }
+            Param::Path { name, ty } => {
+                let at = private::path_at(ty.span());
+                others.push(quote_spanned! {ty.span()=>
+                    let #arg: #ty = match #at::path_param::<#ty>(
+                        __ws.as_ref().expect("the WebSocket is taken last"),
+                        #name,
+                    ) {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(rejection) => return rejection,
+                    };
+                });
+            }
+            Param::Extractor { ty } => {
+                let at = private::path_at(ty.span());
+                others.push(quote_spanned! {ty.span()=>
+                    let #arg: #ty = match __SwitchboardExtractor::<#ty>::__switchboard_extract(
+                        (&&#at::ExtractorProbe::<#ty>::new()).__switchboard_extractor_kind(),
+                        &mut __parts,
+                        &__app,
+                    )
+                    .await
+                    {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(rejection) => return rejection,
+                    };
+                });
+            }
+        }
+    }
+    (ws, others)
+}
+
+/// A trait implemented only by the marker of extractors, whose diagnostic names the route's
+/// path parameters: a parameter that is neither gets this message instead of axum's.
+fn extractor_trait(route: &Route, span: Span) -> TokenStream {
+    let private = private::path();
+    let template = route.template.value();
+    // `{` and `}` are format syntax in diagnostic attributes.
+    let shown = template.replace('{', "{{").replace('}', "}}");
+    let listed = if route.params.is_empty() {
+        format!("`{shown}` has no path parameters")
+    } else {
+        let names: Vec<String> = route.params.iter().map(|(n, _)| format!("`{n}`")).collect();
+        format!("the path parameters of `{shown}` are: {}", names.join(", "))
+    };
+    let message = format!("`{{T}}` is neither a path parameter of `{shown}` nor an extractor");
+    // At the function's name: where "the trait is implemented for .." notes point.
+    quote_spanned! {span=>
+        #[diagnostic::on_unimplemented(
+            message = #message,
+            label = "not a path parameter, and not an extractor",
+            note = #listed,
+            note = "a parameter named like a path parameter is parsed from the path; any other is the `WebSocket`, or an extractor such as `App`, `Events`, `State<T>`, `Query<T>` or `HeaderMap` (any `FromRequestParts<App>`)"
+        )]
+        trait __SwitchboardExtractor<T>: ::core::marker::Sized {
+            fn __switchboard_extract<'a>(
+                self,
+                parts: &'a mut #private::Parts,
+                app: &'a #private::App,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<T, #private::WsStart>,
+            > + ::core::marker::Send + 'a;
+        }
+
+        // Implemented by the marker of extractors only: for another type the compiler
+        // reports this trait itself, with the message above.
+        impl<T: #private::FromRequestParts<#private::App>> __SwitchboardExtractor<T>
+            for #private::extractor_probe::Extractor
+        {
+            fn __switchboard_extract<'a>(
+                self,
+                parts: &'a mut #private::Parts,
+                app: &'a #private::App,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<T, #private::WsStart>,
+            > + ::core::marker::Send + 'a {
+                #private::extract_parts::<T>(parts, app)
+            }
+        }
+    }
+}
+
+/// The `inventory` record of the route.
+fn registration(route: &Route, name: &Ident) -> TokenStream {
+    let private = private::path();
+    let template = &route.template;
+    let axum_path = &route.axum_path;
+    let converters = route.params.iter().map(|(name, converter)| {
+        let variant = Ident::new(converter.variant(), Span::call_site());
+        quote!((#name, #private::Converter::#variant))
+    });
+    let function = name.to_string();
+    // At the call site, so `line!()` is the attribute's line.
+    quote! {
+        #private::inventory::submit! {
+            #private::RouteRegistration {
+                route: #private::WsRoute {
+                    path: #template,
+                    params: &[#(#converters),*],
+                    handler: __switchboard_route,
+                },
+                axum_path: #axum_path,
+                function: #function,
+                module_path: ::core::module_path!(),
+                file: ::core::file!(),
+                line: ::core::line!(),
+            }
+        }
     }
 }

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::context::{EventId, ToJson};
+use super::context::{EventId, PayloadKind};
 use super::emit::Emit;
 use super::listener::Callable;
 use super::name::{self, Pattern};
@@ -498,13 +499,11 @@ impl Bus {
 
     /// Runs the listeners of `name`, in order, inline. `payload` is an `Option<T>` of the emitted
     /// type; the last listener may take it by value.
-    pub(crate) fn emit<'a, T: Any + Send + Sync>(
+    pub(crate) fn emit<'a, T: Serialize + Any + Send + Sync>(
         &'a self,
         app: &'a App,
         name: Cow<'a, str>,
         payload: Option<T>,
-        payload_type: &'static str,
-        to_json: ToJson,
         report_failures: bool,
     ) -> Emit<'a, Option<T>> {
         Emit::new(
@@ -512,8 +511,7 @@ impl Bus {
             app,
             name,
             payload,
-            payload_type,
-            to_json,
+            PayloadKind::of::<T>(),
             report_failures,
         )
     }

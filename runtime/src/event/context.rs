@@ -21,11 +21,26 @@ impl fmt::Display for EventId {
 }
 
 /// Serialises an erased payload (an `Option<T>`) to JSON.
-pub(crate) type ToJson = fn(&(dyn Any + Send + Sync)) -> Result<Value, String>;
+type ToJson = fn(&(dyn Any + Send + Sync)) -> Result<Value, String>;
 
-pub(crate) fn to_json<T: Serialize + 'static>(
-    payload: &(dyn Any + Send + Sync),
-) -> Result<Value, String> {
+/// What an emit knows of its payload's type without being generic over it: its name (for
+/// messages) and how to turn it into JSON.
+#[derive(Clone, Copy)]
+pub(crate) struct PayloadKind {
+    type_name: &'static str,
+    to_json: ToJson,
+}
+
+impl PayloadKind {
+    pub(crate) fn of<T: Serialize + 'static>() -> Self {
+        Self {
+            type_name: std::any::type_name::<T>(),
+            to_json: to_json::<T>,
+        }
+    }
+}
+
+fn to_json<T: Serialize + 'static>(payload: &(dyn Any + Send + Sync)) -> Result<Value, String> {
     match payload.downcast_ref::<Option<T>>() {
         Some(Some(value)) => serde_json::to_value(value)
             .map_err(|e| format!("cannot serialise the payload to JSON: {e}")),
@@ -42,8 +57,7 @@ pub struct EventContext<'a> {
     name: &'a str,
     id: EventId,
     payload: &'a mut (dyn Any + Send + Sync),
-    payload_type: &'static str,
-    to_json: ToJson,
+    kind: PayloadKind,
     memo: &'a mut Option<Box<Memo>>,
 }
 
@@ -59,7 +73,7 @@ impl fmt::Debug for EventContext<'_> {
         f.debug_struct("EventContext")
             .field("name", &self.name)
             .field("id", &self.id)
-            .field("payload_type", &self.payload_type)
+            .field("payload_type", &self.kind.type_name)
             .finish_non_exhaustive()
     }
 }
@@ -70,8 +84,7 @@ impl<'a> EventContext<'a> {
         name: &'a str,
         id: EventId,
         payload: &'a mut (dyn Any + Send + Sync),
-        payload_type: &'static str,
-        to_json: ToJson,
+        kind: PayloadKind,
         memo: &'a mut Option<Box<Memo>>,
     ) -> Self {
         Self {
@@ -79,8 +92,7 @@ impl<'a> EventContext<'a> {
             name,
             id,
             payload,
-            payload_type,
-            to_json,
+            kind,
             memo,
         }
     }
@@ -111,7 +123,7 @@ impl<'a> EventContext<'a> {
     }
 
     pub(crate) fn payload_type_name(&self) -> &'static str {
-        self.payload_type
+        self.kind.type_name
     }
 
     /// The payload as JSON, serialised once per emit and shared by every listener that needs it.
@@ -121,7 +133,7 @@ impl<'a> EventContext<'a> {
         }
         let memo = self.memo.get_or_insert_with(Box::default);
         if memo.json.is_none() {
-            memo.json = Some((self.to_json)(&*self.payload)?);
+            memo.json = Some((self.kind.to_json)(&*self.payload)?);
         }
         Ok(memo.json.as_ref().expect("set above"))
     }

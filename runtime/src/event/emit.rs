@@ -18,7 +18,7 @@ use std::time::Duration;
 // `std::time::Instant` on the machines this was measured on.
 
 use super::bus::{Bus, LISTENER_ERROR, Listener, Listeners, Slot, Stats};
-use super::context::{EventContext, Memo, ToJson, to_json};
+use super::context::{EventContext, Memo, PayloadKind};
 use super::listener::{Failure, ListenerCall, Outcome, panic_message};
 use super::{EmitReport, ListenerFailed};
 use crate::App;
@@ -49,12 +49,11 @@ impl<'a, P: Any + Send + Sync> Emit<'a, P> {
         app: &'a App,
         name: Cow<'a, str>,
         payload: P,
-        payload_type: &'static str,
-        to_json: ToJson,
+        kind: PayloadKind,
         report_failures: bool,
     ) -> Self {
         Self {
-            core: Core::new(bus, app, name, payload_type, to_json, report_failures),
+            core: Core::new(bus, app, name, kind, report_failures),
             payload,
         }
     }
@@ -73,8 +72,7 @@ struct Core<'a> {
     bus: &'a Bus,
     app: &'a App,
     name: Cow<'a, str>,
-    payload_type: &'static str,
-    to_json: ToJson,
+    kind: PayloadKind,
     report_failures: bool,
     /// What listeners computed from the payload (its JSON, the time), boxed when first needed:
     /// most emits never need it, and the emit future stays small to move.
@@ -109,16 +107,14 @@ impl<'a> Core<'a> {
         bus: &'a Bus,
         app: &'a App,
         name: Cow<'a, str>,
-        payload_type: &'static str,
-        to_json: ToJson,
+        kind: PayloadKind,
         report_failures: bool,
     ) -> Self {
         Self {
             bus,
             app,
             name,
-            payload_type,
-            to_json,
+            kind,
             report_failures,
             memo: None,
             report: EmitReport::new(super::EventId(0)),
@@ -196,23 +192,8 @@ impl<'a> Core<'a> {
         cx: &mut Context<'_>,
     ) -> Step {
         loop {
-            if let Some(waiting) = self.suspended.as_mut().and_then(|s| s.waiting.as_mut()) {
-                match waiting {
-                    Waiting::Listener(future) => {
-                        let Poll::Ready(outcome) = poll_guarded(future, cx) else {
-                            return Step::Suspended;
-                        };
-                        self.suspended().waiting = None;
-                        self.settle(&listeners[self.current], outcome, cx);
-                    }
-                    Waiting::Report(future) => {
-                        if future.as_mut().poll(cx).is_pending() {
-                            return Step::Suspended;
-                        }
-                        self.suspended().waiting = None;
-                    }
-                }
-                continue;
+            if self.resume(listeners, cx).is_pending() {
+                return Step::Suspended;
             }
             if self.report.stopped || self.next == listeners.len() {
                 return Step::Done;
@@ -220,54 +201,101 @@ impl<'a> Core<'a> {
             let index = self.next;
             self.next += 1;
             let listener = &listeners[index];
-            if let Some(claimed) = &listener.once {
-                if claimed.swap(true, Ordering::AcqRel) {
-                    continue;
-                }
-                self.bus.remove(listener.id, &listener.pattern);
+            if !self.claim(listener) {
+                continue;
             }
             self.report.listeners_executed += 1;
             self.current = index;
             let may_move = index == listeners.len() - 1;
-            let mut event = EventContext::new(
-                self.app,
-                &self.name,
-                self.report.event_id,
-                &mut *payload,
-                self.payload_type,
-                self.to_json,
-                &mut self.memo,
-            );
-            let timeout = self.bus.listener_timeout();
-            // One unwind guard for the call and the first poll of its future.
-            let first = catch_unwind(AssertUnwindSafe(|| {
-                match listener.call.call(&mut event, may_move) {
-                    ListenerCall::Done(outcome) => Ok(outcome),
-                    ListenerCall::Pending(future) => {
-                        let mut future = match timeout {
-                            Some(limit) => Box::pin(async move {
-                                tokio::time::timeout(limit, future)
-                                    .await
-                                    .unwrap_or(Outcome(Err(Failure::Timeout)))
-                            }),
-                            None => future,
-                        };
-                        match future.as_mut().poll(cx) {
-                            Poll::Ready(outcome) => Ok(outcome),
-                            Poll::Pending => Err(future),
-                        }
-                    }
-                }
-            }));
-            let outcome = match first {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(future)) => {
+            match self.start_listener(listener, may_move, payload, cx) {
+                Ok(outcome) => self.settle(listener, outcome, cx),
+                Err(future) => {
                     self.suspended().waiting = Some(Waiting::Listener(future));
                     return Step::Suspended;
                 }
-                Err(panic) => Outcome(Err(Failure::Panic(panic_message(&*panic)))),
-            };
-            self.settle(listener, outcome, cx);
+            }
+        }
+    }
+
+    /// Finishes what the emit waits for (a listener that suspended, a failure being reported):
+    /// `Pending` while it is not done.
+    #[inline]
+    fn resume(&mut self, listeners: &[Arc<Listener>], cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(waiting) = self.suspended.as_mut().and_then(|s| s.waiting.as_mut()) {
+            match waiting {
+                Waiting::Listener(future) => {
+                    let Poll::Ready(outcome) = poll_guarded(future, cx) else {
+                        return Poll::Pending;
+                    };
+                    self.suspended().waiting = None;
+                    self.settle(&listeners[self.current], outcome, cx);
+                }
+                Waiting::Report(future) => {
+                    if future.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.suspended().waiting = None;
+                }
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Whether `listener` runs in this emit: a `once` listener runs for the first emit that
+    /// claims it, and is removed then.
+    #[inline]
+    fn claim(&self, listener: &Listener) -> bool {
+        let Some(claimed) = &listener.once else {
+            return true;
+        };
+        if claimed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.bus.remove(listener.id, &listener.pattern);
+        true
+    }
+
+    /// Calls a listener and polls its future once, under one unwind guard: its outcome, or the
+    /// future to await (bounded by the listener timeout, if one is set).
+    #[inline]
+    fn start_listener(
+        &mut self,
+        listener: &Listener,
+        may_move: bool,
+        payload: &mut (dyn Any + Send + Sync),
+        cx: &mut Context<'_>,
+    ) -> Result<Outcome, BoxFuture<'static, Outcome>> {
+        let mut event = EventContext::new(
+            self.app,
+            &self.name,
+            self.report.event_id,
+            payload,
+            self.kind,
+            &mut self.memo,
+        );
+        let timeout = self.bus.listener_timeout();
+        let first = catch_unwind(AssertUnwindSafe(|| {
+            match listener.call.call(&mut event, may_move) {
+                ListenerCall::Done(outcome) => Ok(outcome),
+                ListenerCall::Pending(future) => {
+                    let mut future = match timeout {
+                        Some(limit) => Box::pin(async move {
+                            tokio::time::timeout(limit, future)
+                                .await
+                                .unwrap_or(Outcome(Err(Failure::Timeout)))
+                        }),
+                        None => future,
+                    };
+                    match future.as_mut().poll(cx) {
+                        Poll::Ready(outcome) => Ok(outcome),
+                        Poll::Pending => Err(future),
+                    }
+                }
+            }
+        }));
+        match first {
+            Ok(result) => result,
+            Err(panic) => Ok(Outcome(Err(Failure::Panic(panic_message(&*panic))))),
         }
     }
 
@@ -315,14 +343,11 @@ impl<'a> Core<'a> {
             kind: failure.kind().to_owned(),
             message,
         };
-        let mut report = Box::pin(self.bus.emit(
-            self.app,
-            Cow::Borrowed(LISTENER_ERROR),
-            Some(error),
-            std::any::type_name::<ListenerFailed>(),
-            to_json::<ListenerFailed>,
-            false,
-        ));
+        let mut report =
+            Box::pin(
+                self.bus
+                    .emit(self.app, Cow::Borrowed(LISTENER_ERROR), Some(error), false),
+            );
         if report.as_mut().poll(cx).is_pending() {
             self.suspended().waiting = Some(Waiting::Report(report));
         }

@@ -20,7 +20,6 @@ pub use listener::{IntoListener, IntoListenerResult, ListenerParam};
 pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};
 
 pub(crate) use cluster::Incoming;
-pub(crate) use context::to_json;
 pub(crate) use listener::{Callable, panic_message};
 pub(crate) use switchboard_syntax::event_name as name;
 
@@ -253,14 +252,8 @@ impl Events {
     where
         T: Serialize + Send + Sync + 'static,
     {
-        self.bus().emit(
-            &self.app,
-            self.full_name(name),
-            Some(payload),
-            std::any::type_name::<T>(),
-            to_json::<T>,
-            true,
-        )
+        self.bus()
+            .emit(&self.app, self.full_name(name), Some(payload), true)
     }
 
     /// Fire and forget: emits in a background task and returns at once.
@@ -298,14 +291,7 @@ impl Events {
             let _permit = permit;
             events
                 .bus()
-                .emit(
-                    &events.app,
-                    Cow::Borrowed(&name),
-                    Some(payload),
-                    std::any::type_name::<T>(),
-                    to_json::<T>,
-                    true,
-                )
+                .emit(&events.app, Cow::Borrowed(&name), Some(payload), true)
                 .await;
         });
         handle.spawn(task);

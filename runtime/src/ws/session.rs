@@ -66,24 +66,11 @@ impl Session {
             mut handler,
             slot,
         } = self;
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::debug!(path, "upgrade failed: {e}");
-                drop(handshake); // the handler's `accept()` returns an error
-                let _ = handler.await;
-                return;
-            }
+        let Some(socket) = open(&app, &path, on_upgrade).await else {
+            drop(handshake); // the handler's `accept()` returns an error
+            let _ = handler.await;
+            return;
         };
-        // Boxed: the stream under construction is not part of every connection's task.
-        let socket = Socket::new(
-            Box::pin(WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(app.ws().tungstenite),
-            ))
-            .await,
-        );
         let _slot = slot;
         app.connections().insert(conn.clone());
         let _registered = Registered {
@@ -104,37 +91,8 @@ impl Session {
         }
         drop(handshake);
         lifecycle::connected(&app, &conn, &path, client).await;
-
-        let (code, reason) = match drive(&conn, &mut handler).await {
-            Ok(Ok(())) => (close_code::NORMAL, String::new()),
-            Ok(Err(failure)) => {
-                tracing::debug!(path, %conn.id, failure.code, "handler failed: {}", failure.message);
-                lifecycle::handler_failed(
-                    &app,
-                    &conn,
-                    &path,
-                    client,
-                    &failure.message,
-                    failure.code,
-                )
-                .await;
-                (failure.code, failure.reason)
-            }
-            Err(panic) => {
-                let message = format!("panicked: {}", panic_message(&*panic));
-                tracing::error!(path, %conn.id, "handler {message}");
-                lifecycle::handler_failed(
-                    &app,
-                    &conn,
-                    &path,
-                    client,
-                    &message,
-                    close_code::INTERNAL_ERROR,
-                )
-                .await;
-                (close_code::INTERNAL_ERROR, "internal error".to_owned())
-            }
-        };
+        let ended = drive(&conn, &mut handler).await;
+        let (code, reason) = close_for(&app, &conn, &path, client, ended).await;
         conn.close(code, &reason, Closing::Graceful);
         Box::pin(finish_close(&conn, &socket, writer)).await;
         conn.kill();
@@ -145,6 +103,51 @@ impl Session {
         };
         lifecycle::disconnected(&app, &conn, &path, code, &reason, by_client).await;
     }
+}
+
+/// Completes the upgrade: the socket, or `None` when the client went away first.
+async fn open(app: &App, path: &str, on_upgrade: OnUpgrade) -> Option<Arc<Socket>> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(path, "upgrade failed: {e}");
+            return None;
+        }
+    };
+    // Boxed: the stream under construction is not part of every connection's task.
+    let stream = Box::pin(WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(app.ws().tungstenite),
+    ))
+    .await;
+    Some(Socket::new(stream))
+}
+
+/// The close code and reason for how the handler ended; a failure is logged and reported on
+/// the handler-failed event.
+async fn close_for(
+    app: &App,
+    conn: &Conn,
+    path: &str,
+    client: Option<SocketAddr>,
+    ended: <Handler as Future>::Output,
+) -> (u16, String) {
+    let (failure, code, reason) = match ended {
+        Ok(Ok(())) => return (close_code::NORMAL, String::new()),
+        Ok(Err(failure)) => {
+            tracing::debug!(path, %conn.id, failure.code, "handler failed: {}", failure.message);
+            (failure.message, failure.code, failure.reason)
+        }
+        Err(panic) => {
+            let message = format!("panicked: {}", panic_message(&*panic));
+            tracing::error!(path, %conn.id, "handler {message}");
+            let code = close_code::INTERNAL_ERROR;
+            (message, code, "internal error".to_owned())
+        }
+    };
+    lifecycle::handler_failed(app, conn, path, client, &failure, code).await;
+    (code, reason)
 }
 
 /// Runs the handler to its end; once a close is requested, the connection gets

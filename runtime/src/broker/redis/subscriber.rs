@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Control, DOWN, Shared, UP, lock};
@@ -95,19 +95,13 @@ async fn connection(
     let (mut sink, mut stream) = pubsub.split();
 
     // Every group with members here, and the channels every server listens to.
-    let groups: Vec<String> = inbox
-        .local_members()
-        .into_iter()
-        .map(|(group, _)| group)
-        .collect();
+    let groups = local_groups(inbox);
     let mut channels = vec![shared.direct_channel(), shared.events_channel()];
     channels.extend(groups.iter().map(|group| shared.group_channel(group)));
-    for chunk in channels.chunks(CHUNK) {
-        if let Err(e) = confirm(timeout, sink.subscribe(chunk)).await {
-            return failed(e, false);
-        }
+    if let Err(e) = subscribe_channels(&mut sink, &channels, timeout).await {
+        return failed(e, false);
     }
-    lock(&shared.subscribed).extend(groups.iter().cloned());
+    lock(&shared.subscribed).extend(groups);
 
     // Publishes go through the other connection: it must work too before they are let through.
     if let Err(e) = ping(shared, timeout).await {
@@ -116,38 +110,67 @@ async fn connection(
     let was_down = shared.state.swap(UP, Ordering::AcqRel) == DOWN;
     // Joins refused while the state said "down" (after the list above was taken) are not
     // queued: subscribe their groups now. Later joins queue their own subscriptions.
-    let missed: Vec<String> = inbox
+    let missed: Vec<String> = local_groups(inbox)
+        .into_iter()
+        .filter(|group| !lock(&shared.subscribed).contains(group))
+        .collect();
+    let channels: Vec<String> = missed.iter().map(|g| shared.group_channel(g)).collect();
+    if let Err(e) = subscribe_channels(&mut sink, &channels, timeout).await {
+        return failed(e, true);
+    }
+    lock(&shared.subscribed).extend(missed);
+    if was_down {
+        report_up(shared, inbox, down_since.take());
+    }
+    serve(shared, inbox, control, &mut sink, &mut stream).await
+}
+
+/// The groups with members on this server.
+fn local_groups(inbox: &Inbox) -> Vec<String> {
+    inbox
         .local_members()
         .into_iter()
         .map(|(group, _)| group)
-        .filter(|group| !lock(&shared.subscribed).contains(group))
-        .collect();
-    if !missed.is_empty() {
-        let channels: Vec<String> = missed.iter().map(|g| shared.group_channel(g)).collect();
-        for chunk in channels.chunks(CHUNK) {
-            if let Err(e) = confirm(timeout, sink.subscribe(chunk)).await {
-                return failed(e, true);
-            }
-        }
-        lock(&shared.subscribed).extend(missed);
-    }
-    if was_down {
-        let down_ms = down_since
-            .take()
-            .map_or(0, |since| since.elapsed().as_millis());
-        let resubscribed = lock(&shared.subscribed).len();
-        tracing::info!(url = %shared.url, down_ms, resubscribed, "Redis connection back");
-        inbox.report(
-            CLUSTER_UP,
-            serde_json::json!({
-                "node": shared.node,
-                "down_ms": down_ms,
-                "resubscribed": resubscribed,
-            }),
-        );
-        shared.refresh_now.notify_one();
-    }
+        .collect()
+}
 
+/// Subscribes to `channels`, a chunk per command, each confirmed.
+async fn subscribe_channels(
+    sink: &mut PubSubSink,
+    channels: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    for chunk in channels.chunks(CHUNK) {
+        confirm(timeout, sink.subscribe(chunk)).await?;
+    }
+    Ok(())
+}
+
+/// The connection is back after an outage: says so, and has the membership rewritten.
+fn report_up(shared: &Shared, inbox: &Inbox, down_since: Option<Instant>) {
+    let down_ms = down_since.map_or(0, |since| since.elapsed().as_millis());
+    let resubscribed = lock(&shared.subscribed).len();
+    tracing::info!(url = %shared.url, down_ms, resubscribed, "Redis connection back");
+    inbox.report(
+        CLUSTER_UP,
+        serde_json::json!({
+            "node": shared.node,
+            "down_ms": down_ms,
+            "resubscribed": resubscribed,
+        }),
+    );
+    shared.refresh_now.notify_one();
+}
+
+/// Delivers what arrives and applies subscription requests, until the connection fails or
+/// the broker stops.
+async fn serve(
+    shared: &Shared,
+    inbox: &Inbox,
+    control: &mut UnboundedReceiver<Control>,
+    sink: &mut PubSubSink,
+    stream: &mut PubSubStream,
+) -> Ended {
     let group_prefix = shared.group_channel("");
     loop {
         tokio::select! {
@@ -163,7 +186,7 @@ async fn connection(
                 {
                     batch.push(more);
                 }
-                if let Err(e) = apply(shared, inbox, &mut sink, batch).await {
+                if let Err(e) = apply(shared, inbox, sink, batch).await {
                     return failed(e, true);
                 }
             }
