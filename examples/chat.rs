@@ -90,6 +90,7 @@ async fn page() -> Html<&'static str> {
 #[tokio::main]
 async fn main() -> Result<(), switchboard::Error> {
     let app = App::builder()
+        .broker_from_env()
         .route("/stats", get(stats))
         .route("/cluster", get(cluster))
         .route("/", get(page))

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use switchboard::axum::Json;
 use switchboard::axum::routing::get;
+use switchboard::event::names;
 use switchboard::prelude::*;
 use switchboard::ws::HandlerFailed;
 
@@ -42,8 +43,9 @@ async fn orders(mut ws: WebSocket) -> Result<(), WsError> {
     Ok(())
 }
 
-/// The one place handler failures are handled.
-#[on("ws.error", namespace = "switchboard")]
+/// The one place handler failures are handled (`names::WS_ERROR` is
+/// `"switchboard:ws.error"`).
+#[on(names::WS_ERROR)]
 fn record(error: HandlerFailed, State(log): State<ErrorLog>) {
     eprintln!(
         "handler failed on {}: {} (code {})",
@@ -63,6 +65,7 @@ async fn errors(State(log): State<ErrorLog>) -> Json<Value> {
 #[tokio::main]
 async fn main() -> Result<(), switchboard::Error> {
     let app = App::builder()
+        .broker_from_env()
         .state(ErrorLog::default())
         .route("/errors", get(errors))
         .build()?;

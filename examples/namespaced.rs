@@ -72,6 +72,7 @@ async fn seen(State(seen): State<Seen>, events: Events) -> Json<Value> {
 #[tokio::main]
 async fn main() -> Result<(), switchboard::Error> {
     let app = App::builder()
+        .broker_from_env()
         .state(Seen::default())
         .route("/events", get(seen))
         .build()?;

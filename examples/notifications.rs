@@ -37,6 +37,7 @@ async fn create(events: Events, Json(notification): Json<Value>) -> Json<Value> 
 #[tokio::main]
 async fn main() -> Result<(), switchboard::Error> {
     let app = App::builder()
+        .broker_from_env()
         .route("/notifications", post(create))
         .build()?;
     switchboard_examples::serve(app).await

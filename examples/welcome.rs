@@ -54,5 +54,5 @@ async fn welcome(init: ConnInit) -> Result<(), WsError> {
 
 #[tokio::main]
 async fn main() -> Result<(), switchboard::Error> {
-    switchboard_examples::serve(App::from_registry()?).await
+    switchboard_examples::serve(App::builder().broker_from_env().build()?).await
 }

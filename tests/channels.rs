@@ -6,17 +6,8 @@ use std::time::Duration;
 use switchboard::prelude::*;
 use switchboard::testing::{Received, TestClient, TestServer};
 use switchboard::{AddStatus, ErrorKind, PayloadType, RemoveStatus, SlowConsumer};
+use switchboard_tests::{Reports, next};
 use tokio::sync::mpsc;
-
-#[derive(Clone)]
-struct Reports(mpsc::UnboundedSender<Value>);
-
-async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("a report within the timeout")
-        .expect("the reporter is alive")
-}
 
 /// Waits (bounded) until `groups()` is what the test expects.
 async fn groups_become(app: &App, expected: &[(&str, usize)]) {
@@ -298,6 +289,11 @@ mod rooms {
                     .await?;
                 ws.send_json(&json!({ "left": format!("{status:?}") }))
                     .await?;
+                continue;
+            }
+            if message["binary"] == true {
+                channel.set_payload_type(PayloadType::Bytes);
+                ws.send_json(&message["echo"]).await?;
                 continue;
             }
             if message["panic"] == true {
@@ -613,6 +609,24 @@ mod rooms {
             .unwrap();
         assert_eq!(a.recv().await, Received::Binary(br#"{"n":1}"#.to_vec()));
         assert_eq!(b.recv().await, Received::Text(r#"{"n":1}"#.to_owned()));
+        // A channel stands for its id, and an id for its channel.
+        let report = app.channels().send_to(&channel_a, &2).await.unwrap();
+        assert_eq!(report.delivered, 1);
+        assert_eq!(a.recv().await, Received::Binary(b"2".to_vec()));
+        let report = app
+            .channels()
+            .group_send("room_direct", &3)
+            .except(id_a)
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 1);
+        assert_eq!(b.recv().await, Received::Text("3".to_owned()));
+        // `send_json` follows the payload type, as group messages do.
+        channel_a.send_json(&4).await.unwrap();
+        assert_eq!(a.recv().await, Received::Binary(b"4".to_vec()));
+        b.send_json(&json!({"binary": true, "echo": 5})).await;
+        assert_eq!(b.recv().await, Received::Binary(b"5".to_vec()));
+        assert_eq!(a.recv_within(Duration::from_millis(50)).await, None);
         assert_eq!(app.channels().close_all_connections(4000, "done"), 2);
         assert_eq!(a.expect_close().await, (4000, "done".into()));
         assert_eq!(b.expect_close().await, (4000, "done".into()));

@@ -8,6 +8,7 @@ use switchboard::broker::{CLUSTER_DOWN, CLUSTER_UP, Redis};
 use switchboard::prelude::*;
 use switchboard::testing::{RedisServer, TestClient, TestServer};
 use switchboard::{ErrorKind, ws::ConnectionId};
+use switchboard_tests::{eventually, until};
 use tokio::sync::mpsc;
 
 /// What listeners of the apps saw: `(event name, payload)`.
@@ -103,17 +104,6 @@ async fn wait_for_event(node: &mut Node, name: &str) -> Value {
             return payload;
         }
     }
-}
-
-/// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 async fn stop(nodes: Vec<Node>, clients: Vec<TestClient>) {
@@ -252,8 +242,7 @@ async fn cluster_events_run_on_every_server_and_emit_stays_local() {
         .app
         .events()
         .emit_cluster("cluster.deploy", json!({ "version": 7 }))
-        .await
-        .unwrap();
+        .await;
     assert_eq!(report.published, Some(true));
     assert_eq!(report.local.listeners_executed, 1);
     assert_eq!(wait_for_event(&mut a, "cluster.deploy").await["version"], 7);
@@ -262,11 +251,7 @@ async fn cluster_events_run_on_every_server_and_emit_stays_local() {
     // A plain emit runs on its own server only; then another cluster event, which B sees next.
     a.app.events().emit("cluster.local", json!({})).await;
     assert_eq!(wait_for_event(&mut a, "cluster.local").await, json!({}));
-    a.app
-        .events()
-        .emit_cluster("cluster.after", json!(1))
-        .await
-        .unwrap();
+    a.app.events().emit_cluster("cluster.after", json!(1)).await;
     let (name, _) = tokio::time::timeout(Duration::from_secs(10), b.seen.recv())
         .await
         .unwrap()
@@ -275,34 +260,16 @@ async fn cluster_events_run_on_every_server_and_emit_stays_local() {
 
     // Order holds across many.
     for n in 0..100 {
-        b.app
-            .events()
-            .emit_cluster("cluster.tick", json!(n))
-            .await
-            .unwrap();
+        b.app.events().emit_cluster("cluster.tick", json!(n)).await;
     }
     for n in 0..100 {
         assert_eq!(wait_for_event(&mut a, "cluster.tick").await, json!(n));
     }
 
     let bad = a.app.events().emit_cluster("bad name", json!(1)).await;
-    assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidName);
+    assert!(bad.local.invalid_name.is_some());
+    assert_eq!(bad.published, None, "an invalid name is not sent");
     stop(vec![a, b], vec![ca, cb]).await;
-}
-
-/// Polls `check` (bounded) until it returns what is expected; returns the last answer.
-async fn until<T: PartialEq + std::fmt::Debug, F: Future<Output = T>>(
-    expected: T,
-    mut check: impl FnMut() -> F,
-) -> T {
-    for _ in 0..500 {
-        let got = check().await;
-        if got == expected {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    check().await
 }
 
 fn sorted(mut ids: Vec<ConnectionId>) -> Vec<ConnectionId> {
@@ -521,4 +488,41 @@ async fn an_unreachable_redis_fails_fast_and_is_reported() {
     assert_eq!(client.recv_json::<Value>().await, json!(1));
     drop(client);
     node.server.shutdown().await;
+}
+
+/// Run on its own (usually without `SWITCHBOARD_REDIS_URL`), and as the child of
+/// `the_broker_comes_from_the_environment_only_when_asked` (with it set to something that is
+/// not a URL): a plain build never reads the variable; `broker_from_env` does.
+#[test]
+fn child_builds_with_the_variable_it_was_given() {
+    let plain = App::builder().only_module("cluster::nothing").build();
+    assert!(plain.is_ok(), "a plain build never reads the environment");
+    let from_env = App::builder()
+        .only_module("cluster::nothing")
+        .broker_from_env()
+        .build();
+    match std::env::var("SWITCHBOARD_REDIS_URL").as_deref() {
+        Ok("not a url") => {
+            let e = from_env.expect_err("the variable is read");
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert!(e.to_string().contains("invalid Redis URL"), "{e}");
+        }
+        _ => assert!(from_env.is_ok()),
+    }
+}
+
+#[test]
+fn the_broker_comes_from_the_environment_only_when_asked() {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_builds_with_the_variable_it_was_given",
+            "--test-threads=1",
+        ])
+        .env("SWITCHBOARD_REDIS_URL", "not a url")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{stdout}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
 }

@@ -4,20 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use switchboard::App;
-
-/// A log the listeners of one app write to, given to the app as state.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-
-    fn entries(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
+use switchboard_tests::Log;
 
 fn app_of(module: &str, log: &Log) -> App {
     App::builder()
@@ -527,5 +514,53 @@ mod duplicates {
             .collect();
         assert_eq!(lines.len(), 2, "{message} should name both attributes");
         assert_eq!(lines[0] + 1, lines[1], "{message}: the two attribute lines");
+    }
+}
+
+mod constants {
+    use super::*;
+    use switchboard::ListenerFailed;
+    use switchboard::event::names;
+    use switchboard::prelude::*;
+
+    pub(crate) const ROOM_JOINED: &str = "room.joined";
+
+    #[on(ROOM_JOINED)]
+    fn joined(who: String, State(log): State<Log>) {
+        log.push(format!("joined {who}"));
+    }
+
+    #[on(self::ROOM_JOINED, namespace = "chat")]
+    fn joined_in_chat(who: String, State(log): State<Log>) {
+        log.push(format!("chat joined {who}"));
+    }
+
+    #[on(names::LISTENER_ERROR)]
+    fn failed(failure: ListenerFailed, State(log): State<Log>) {
+        log.push(format!("failed {}", failure.event));
+    }
+
+    #[on("boom")]
+    fn boom() -> Result<(), String> {
+        Err("boom".into())
+    }
+
+    #[tokio::test]
+    async fn constants_name_events_and_the_frameworks_own_names_can_be_listened_to() {
+        let log = Log::default();
+        let app = app_of(module_path!(), &log);
+        assert_eq!(
+            app.events()
+                .emit(ROOM_JOINED, "ada")
+                .await
+                .listeners_executed,
+            1
+        );
+        app.events().emit("chat:room.joined", "bob").await;
+        app.events().emit("boom", ()).await;
+        assert_eq!(
+            log.entries(),
+            ["joined ada", "chat joined bob", "failed boom"]
+        );
     }
 }

@@ -1,13 +1,14 @@
 //! The bus at run time: closures, handles, namespaces, wildcards, limits, metrics, background
 //! emits and timeouts. These apps keep no macro registration (`only_module` of an empty module).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard::prelude::*;
 use switchboard::{ErrorKind, ListenOptions};
+use switchboard_tests::Log;
 
 mod empty {}
 
@@ -18,56 +19,104 @@ fn app() -> App {
         .unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.lock().unwrap())
-    }
-
-    /// A listener that records `label` and the name of what it received.
-    fn listener(
-        &self,
-        label: &'static str,
-    ) -> impl Fn(Value) -> std::future::Ready<()> + Send + Sync + 'static {
-        let log = self.clone();
-        move |value: Value| {
-            log.push(format!("{label} {}", value.as_str().unwrap_or("")));
-            std::future::ready(())
-        }
-    }
-}
-
 #[tokio::test]
-async fn closures_run_until_their_handle_is_dropped_or_turned_off() {
+async fn closures_stay_for_the_life_of_the_app_until_turned_off() {
     let app = app();
     let log = Log::default();
+    // The handle is dropped at once: the listener stays, as in Nexios.
+    let _ = app.events().on("ping", log.listener("ignored")).unwrap();
     let kept = app.events().on("ping", log.listener("kept")).unwrap();
-    let dropped = app.events().on("ping", log.listener("dropped")).unwrap();
     assert_eq!(app.events().listener_count("ping"), 2);
     assert_eq!(app.events().emit("ping", "1").await.listeners_executed, 2);
-    drop(dropped);
-    assert_eq!(app.events().emit("ping", "2").await.listeners_executed, 1);
     assert!(kept.off());
-    assert_eq!(app.events().emit("ping", "3").await.listeners_executed, 0);
-    assert_eq!(log.take(), ["kept 1", "dropped 1", "kept 2"]);
-    assert_eq!(app.events().listener_count("ping"), 0);
-    assert!(app.events().event_names().is_empty());
+    assert!(!kept.off(), "removed once");
+    assert_eq!(app.events().emit("ping", "2").await.listeners_executed, 1);
+    assert_eq!(log.take(), ["ignored 1", "kept 1", "ignored 2"]);
+    assert_eq!(app.events().listener_count("ping"), 1);
 }
 
 #[tokio::test]
-async fn a_detached_listener_stays_for_the_life_of_the_app() {
+async fn a_drop_guard_removes_its_listener_when_dropped() {
     let app = app();
     let log = Log::default();
-    app.events().on("kept", log.listener("a")).unwrap().detach();
-    app.events().emit("kept", "x").await;
-    app.events().emit("kept", "y").await;
-    assert_eq!(log.take(), ["a x", "a y"]);
+    let guard = app
+        .events()
+        .on("scoped", log.listener("a"))
+        .unwrap()
+        .drop_guard();
+    assert_eq!(guard.handle().pattern(), "scoped");
+    app.events().emit("scoped", "x").await;
+    drop(guard);
+    assert_eq!(app.events().emit("scoped", "y").await.listeners_executed, 0);
+    assert_eq!(log.take(), ["a x"]);
+    assert_eq!(app.events().listener_count("scoped"), 0);
+}
+
+#[tokio::test]
+async fn closures_take_extractors_and_the_event_meta_like_macro_listeners() {
+    #[derive(Clone)]
+    struct Greeting(&'static str);
+    let app = App::builder()
+        .only_module("events_runtime::empty")
+        .state(Greeting("hi"))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let l = log.clone();
+    app.events()
+        .on(
+            "chat.*",
+            move |meta: EventMeta,
+                  message: Value,
+                  State(greeting): State<Greeting>,
+                  events: Events| {
+                let log = l.clone();
+                async move {
+                    log.push(format!("{} {} {message}", greeting.0, meta.name));
+                    assert!(events.has_listeners(&meta.name));
+                }
+            },
+        )
+        .unwrap();
+    app.events().emit("chat.joined", "ada").await;
+    app.events().emit("chat.left", "bob").await;
+    assert_eq!(
+        log.take(),
+        [r#"hi chat.joined "ada""#, r#"hi chat.left "bob""#]
+    );
+}
+
+/// An extractor of the app's own that cannot always build its value.
+struct SessionUser;
+
+impl switchboard::FromEventContext for SessionUser {
+    fn from_event_context(
+        _: &mut switchboard::EventContext<'_>,
+    ) -> Result<Self, switchboard::Error> {
+        Err(switchboard::Error::other("no user in this session"))
+    }
+}
+
+#[tokio::test]
+async fn an_extractor_of_the_apps_own_fails_its_listener_with_its_message() {
+    let app = app();
+    let log = Log::default();
+    let l = log.clone();
+    app.events()
+        .on(
+            "switchboard:listener.error",
+            move |e: switchboard::ListenerFailed| {
+                let l = l.clone();
+                async move { l.push(format!("{} {}", e.kind, e.message)) }
+            },
+        )
+        .unwrap();
+    app.events()
+        .on("needs.user", |_: SessionUser| async {})
+        .unwrap();
+    let report = app.events().emit("needs.user", ()).await;
+    assert_eq!((report.listeners_executed, report.failed), (1, 1));
+    assert_eq!(log.take(), ["payload no user in this session"]);
 }
 
 #[tokio::test]
@@ -185,7 +234,7 @@ async fn a_hundred_listeners_all_run_and_max_listeners_refuses_the_next() {
     );
     // Another name is not affected, and a freed slot can be used again.
     let _other = app.events().on("quiet", || async {}).unwrap();
-    handles.pop();
+    assert!(handles.pop().unwrap().off());
     let _again = app.events().on("crowded", || async {}).unwrap();
 }
 
@@ -216,11 +265,31 @@ async fn invalid_names_are_errors() {
 }
 
 #[tokio::test]
+async fn emitting_an_invalid_name_is_refused_the_same_way_by_emit_and_emit_cluster() {
+    let app = app();
+    let _all = app.events().on("**", || async {}).unwrap();
+    for bad in ["", "a b", "a..b", "chat.*", "é"] {
+        let report = app.events().emit(bad, ()).await;
+        assert_eq!(report.listeners_executed, 0, "{bad:?}");
+        let why = report.invalid_name.expect("refused");
+        assert!(why.starts_with("invalid event name"), "{bad:?}: {why}");
+        let cluster = app.events().emit_cluster(bad, ()).await;
+        assert_eq!(cluster.local.invalid_name, Some(why), "{bad:?}");
+        assert_eq!(
+            (cluster.local.listeners_executed, cluster.published),
+            (0, None)
+        );
+    }
+    let fine = app.events().emit("chat.message", ()).await;
+    assert_eq!((fine.listeners_executed, fine.invalid_name), (1, None));
+}
+
+#[tokio::test]
 async fn remove_all_listeners_and_event_names() {
     let app = app();
-    app.events().on("a", || async {}).unwrap().detach();
-    app.events().on("a", || async {}).unwrap().detach();
-    app.events().on("b.*", || async {}).unwrap().detach();
+    app.events().on("a", || async {}).unwrap();
+    app.events().on("a", || async {}).unwrap();
+    app.events().on("b.*", || async {}).unwrap();
     assert_eq!(app.events().event_names(), ["a", "b.*"]);
     assert_eq!(app.events().remove_all_listeners("a"), 2);
     assert_eq!(app.events().emit("a", ()).await.listeners_executed, 0);
@@ -331,7 +400,7 @@ async fn wildcards_added_or_removed_later_apply_to_names_already_emitted() {
         app.events().emit("late.name", "3").await.listeners_executed,
         2
     );
-    drop(wild);
+    assert!(wild.off());
     assert_eq!(
         app.events().emit("late.name", "4").await.listeners_executed,
         1
@@ -388,6 +457,34 @@ async fn metrics_count_emits_runs_and_failures() {
             .all_metrics()
             .iter()
             .any(|(name, m)| name == "metered" && m.emits == 3)
+    );
+}
+
+#[tokio::test]
+async fn metrics_outlive_the_listeners_of_a_name() {
+    let app = app();
+    app.events().once("setup", || async {}).unwrap();
+    let handle = app.events().on("tick", || async {}).unwrap();
+    app.events().emit("setup", ()).await;
+    app.events().emit("setup", ()).await;
+    app.events().emit("tick", ()).await;
+    assert!(handle.off());
+    app.events().emit("tick", ()).await;
+    let setup = app
+        .events()
+        .metrics("setup")
+        .expect("kept after the once listener ran");
+    assert_eq!((setup.emits, setup.listeners_run), (2, 1));
+    let tick = app
+        .events()
+        .metrics("tick")
+        .expect("kept after the listener was removed");
+    assert_eq!((tick.emits, tick.listeners_run), (2, 1));
+    assert!(
+        app.events()
+            .all_metrics()
+            .iter()
+            .any(|(name, m)| name == "setup" && m.emits == 2)
     );
 }
 

@@ -1,15 +1,10 @@
 //! How connections end: the client's close reaching the handler, close codes from handler
 //! errors (also through `anyhow`), invalid input, panics, and the lifecycle events.
 
-use std::time::Duration;
-
 use switchboard::prelude::*;
 use switchboard::testing::{Received, TestServer};
+use switchboard_tests::{Reports, next};
 use tokio::sync::mpsc;
-
-/// Where handlers and listeners report what they saw.
-#[derive(Clone)]
-struct Reports(mpsc::UnboundedSender<Value>);
 
 fn app(
     module: &str,
@@ -18,13 +13,6 @@ fn app(
     let (tx, rx) = mpsc::unbounded_channel();
     let builder = App::builder().only_module(module).state(Reports(tx));
     (configure(builder).build().unwrap(), rx)
-}
-
-async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("a report within the timeout")
-        .expect("the reporter is alive")
 }
 
 mod endings {

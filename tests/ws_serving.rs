@@ -7,17 +7,8 @@ use switchboard::axum::routing::{get, post};
 use switchboard::prelude::*;
 use switchboard::testing::{Received, TestServer};
 use switchboard::{ErrorKind, ListenOptions};
+use switchboard_tests::{Reports, next};
 use tokio::sync::mpsc;
-
-#[derive(Clone)]
-struct Reports(mpsc::UnboundedSender<Value>);
-
-async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("a report within the timeout")
-        .expect("the reporter is alive")
-}
 
 mod http_routes {
     use super::*;

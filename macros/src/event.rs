@@ -69,9 +69,16 @@ impl Parse for Args {
     }
 }
 
+/// The event a listener names: a string literal (checked here), or a path to a `const` name
+/// (checked when the constant is evaluated, by a `const fn` of the runtime).
+enum Event {
+    Literal(LitStr),
+    Const(syn::Path),
+}
+
 /// The validated attribute.
 struct Listener {
-    event: LitStr,
+    event: Event,
     namespace: Option<LitStr>,
     priority: Ident,
 }
@@ -94,7 +101,7 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
                         Some(e.help()),
                     );
                 }
-                event = Some(lit);
+                event = Some(Event::Literal(lit));
             }
             Arg::Lit(Lit::Str(lit)) => {
                 errors.push(
@@ -111,11 +118,19 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
                     Some(&format!("write `{}`", kind.example())),
                 );
             }
+            Arg::Other(Expr::Path(p))
+                if event.is_none() && seen.is_empty() && p.qself.is_none() =>
+            {
+                match const_path(p.path, errors) {
+                    Some(path) => event = Some(Event::Const(path)),
+                    None => positional = true,
+                }
+            }
             Arg::Other(expr) => {
                 positional = true;
                 errors.push(
                     expr.span(),
-                    "expected the event name as a string literal, or an option `key = value`",
+                    "expected the event name as a string literal or a constant, or an option `key = value`",
                     Some(&format!("write `{}`; {OPTIONS}", kind.example())),
                 );
             }
@@ -152,6 +167,27 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
         namespace,
         priority: priority.unwrap_or_else(|| Ident::new("Normal", Span::call_site())),
     })
+}
+
+/// A path to a `const` holding the event name: its last segment is written in
+/// SCREAMING_SNAKE_CASE, as Rust names constants.
+fn const_path(path: syn::Path, errors: &mut Errors) -> Option<syn::Path> {
+    let last = path.segments.last()?;
+    let name = last.ident.to_string();
+    let screaming = name.chars().any(|c| c.is_ascii_uppercase())
+        && !name.chars().any(char::is_lowercase)
+        && last.arguments.is_empty();
+    if screaming {
+        return Some(path);
+    }
+    errors.push(
+        last.ident.span(),
+        format!("`{name}` is not a constant name"),
+        Some(
+            "write the event name as a string literal, or a path to a `const` of type `&str` named in SCREAMING_SNAKE_CASE, such as `#[on(names::WS_ERROR)]`",
+        ),
+    );
+    None
 }
 
 fn priority_of(value: &Expr, errors: &mut Errors) -> Option<Ident> {
@@ -268,6 +304,16 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
         quote_spanned!(ret_span=> #ret_private::ListenerCall::done(#call))
     };
     let registration = registration(kind, listener, name);
+    let check_const = match &listener.event {
+        Event::Const(path) => {
+            let at = private::path_at(path.span());
+            quote_spanned! {path.span()=>
+                const __SWITCHBOARD_EVENT: &str = #path;
+                const _: () = #at::assert_event_name(__SWITCHBOARD_EVENT);
+            }
+        }
+        Event::Literal(_) => quote!(),
+    };
     quote_spanned! {name.span()=>
         #func
 
@@ -286,6 +332,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
                 #run
             }
 
+            #check_const
             #registration
         };
     }
@@ -312,7 +359,10 @@ fn extract(ty: &Type, arg: &Ident) -> TokenStream {
 /// The `inventory` record of the listener.
 fn registration(kind: Kind, listener: &Listener, name: &Ident) -> TokenStream {
     let private = private::path();
-    let event = &listener.event;
+    let event = match &listener.event {
+        Event::Literal(lit) => quote!(#lit),
+        Event::Const(_) => quote!(__SWITCHBOARD_EVENT),
+    };
     let namespace = listener
         .namespace
         .as_ref()

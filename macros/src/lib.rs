@@ -26,7 +26,9 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// The name may be a pattern: `*` matches one segment, `**` any number (`chat.*`,
-/// `websocket:**`). Options: `priority = highest | high | normal | low | lowest` (default
+/// `websocket:**`). It may also be a path to a `const` holding the name, named in
+/// SCREAMING_SNAKE_CASE (`#[on(names::WS_ERROR)]`, `#[on(ROOM_MESSAGE)]`): the constant is
+/// checked at compile time by the same rules. Options: `priority = highest | high | normal | low | lowest` (default
 /// `normal`) and `namespace = "ns"` (the listener hears `ns:name`).
 ///
 /// Parameters are the payload (the emitted type itself, any `DeserializeOwned` type, or

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Broker,
     /// Binding or serving failed.
     Io,
+    /// An error of the application's own (see [`Error::other`]).
+    Other,
 }
 
 impl Error {
@@ -44,7 +46,6 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)] // used by the WebSocket and broker layers
     pub(crate) fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -53,12 +54,26 @@ impl Error {
         self
     }
 
+    /// An error of your own, with its message: for instance from a
+    /// [`FromEventContext`](crate::FromEventContext) extractor that cannot build its value (the
+    /// listener then fails with this message).
+    ///
+    /// ```
+    /// use switchboard::{Error, ErrorKind};
+    ///
+    /// let e = Error::other("no user in this session");
+    /// assert_eq!(e.kind(), ErrorKind::Other);
+    /// assert_eq!(e.to_string(), "no user in this session");
+    /// ```
+    pub fn other(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Other, message.to_string())
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    #[allow(dead_code)]
     pub(crate) fn serialize(e: serde_json::Error) -> Self {
         Self::new(
             ErrorKind::Serialize,
@@ -67,7 +82,6 @@ impl Error {
         .with_source(e)
     }
 
-    #[allow(dead_code)]
     pub(crate) fn io(what: &str, e: std::io::Error) -> Self {
         Self::new(ErrorKind::Io, format!("{what}: {e}")).with_source(e)
     }

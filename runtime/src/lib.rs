@@ -29,9 +29,9 @@ pub use channel::{
 };
 pub use error::{Error, ErrorKind};
 pub use event::{
-    ClusterEmitReport, EmitReport, EventContext, EventId, EventMeta, EventMetrics, Events,
-    FromEventContext, IntoListener, IntoListenerResult, ListenOptions, ListenerFailed,
-    ListenerHandle, ListenerParam, Priority,
+    ClosureParam, ClusterEmitReport, EmitReport, EventContext, EventId, EventMeta, EventMetrics,
+    Events, FromEventContext, IntoListener, IntoListenerResult, ListenOptions, ListenerFailed,
+    ListenerGuard, ListenerHandle, ListenerParam, Priority,
 };
 pub use extract::State;
 pub use ws::{Message, WebSocket, WsError};
@@ -74,7 +74,7 @@ pub mod __private {
 
     pub use crate::App;
     pub use crate::event::{EventContext, ListenerCall, Priority, Probe, extract, kind, probe};
-    pub use crate::registry::{ListenerRegistration, RouteRegistration};
+    pub use crate::registry::{ListenerRegistration, RouteRegistration, assert_event_name};
     pub use crate::ws::PathParam;
     pub use crate::ws::handler::{
         Converter, ExtractorProbe, Route as WsRoute, WsRequest, WsStart, extract_parts,

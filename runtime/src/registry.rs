@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::routing::MethodRouter;
+use switchboard_syntax::event_name;
 
 use crate::event::{EventContext, ListenerCall, Priority};
 use crate::ws::handler::Route;
@@ -46,6 +47,15 @@ pub struct ListenerRegistration {
 }
 
 inventory::collect!(ListenerRegistration);
+
+/// Checks, at compile time, an event name `#[on(PATH)]` takes from a constant: a name that is
+/// not valid fails the build, with the reason.
+#[doc(hidden)]
+pub const fn assert_event_name(name: &str) {
+    if let Err(e) = event_name::check(name, event_name::Kind::Pattern) {
+        panic!("{}", e.summary());
+    }
+}
 
 impl ListenerRegistration {
     /// The full event name: `namespace:event`, or `event`.

@@ -98,6 +98,12 @@ impl TestServer {
     }
 
     /// Triggers a graceful shutdown and waits for the server to finish it.
+    ///
+    /// Every open connection is sent 1001 and given the app's close timeout (default 5 s) to
+    /// answer. A [`TestClient`] the test still holds and does not read cannot answer, so the
+    /// server waits the whole close timeout for it: drop clients you are done with before
+    /// shutting down (or read their close with [`TestClient::expect_close`]), or build the
+    /// test's app with a short `close_timeout`.
     pub async fn shutdown(self) {
         self.shutdown.trigger();
         self.task

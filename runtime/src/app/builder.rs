@@ -54,6 +54,7 @@ pub struct Builder {
     http: Vec<HttpRoute>,
     fallback: Option<Router<App>>,
     broker: Option<Arc<dyn Broker>>,
+    broker_from_env: bool,
     groups: GroupsConfig,
 }
 
@@ -90,6 +91,7 @@ impl Builder {
             http: Vec::new(),
             fallback: None,
             broker: None,
+            broker_from_env: false,
             groups: GroupsConfig {
                 slow_consumer: SlowConsumer::Close,
                 history: HistoryLimits {
@@ -275,11 +277,19 @@ impl Builder {
         self
     }
 
-    /// Where groups live. Default: the Redis at `SWITCHBOARD_REDIS_URL` when that variable is
-    /// set and not empty (which needs the `redis` feature), else [`Local`] (this process
-    /// only). Setting a broker here ignores the variable.
+    /// Where groups live (default [`Local`]: this process only).
     pub fn broker(mut self, broker: impl Broker) -> Self {
         self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// Takes the broker from the environment when [`build`](Self::build) runs: the Redis at
+    /// `SWITCHBOARD_REDIS_URL` when that variable is set and not empty (which needs the `redis`
+    /// feature: without it, a set variable is an error), else what [`broker`](Self::broker)
+    /// chose, else [`Local`]. The environment is read only when asked for, so a test's app is
+    /// never redirected by a variable it did not expect.
+    pub fn broker_from_env(mut self) -> Self {
+        self.broker_from_env = true;
         self
     }
 
@@ -307,10 +317,11 @@ impl Builder {
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
         let conns = Arc::new(self.conn);
-        let broker = match self.broker {
-            Some(broker) => broker,
-            None => broker::from_env()?.unwrap_or_else(|| Arc::new(Local)),
+        let from_env = match self.broker_from_env {
+            true => broker::from_env()?,
+            false => None,
         };
+        let broker = from_env.or(self.broker).unwrap_or_else(|| Arc::new(Local));
         let connections = Connections::new(self.max_connections);
         let groups = Groups::new(
             broker.clone(),

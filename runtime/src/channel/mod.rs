@@ -1,11 +1,11 @@
 //! Channel groups: a connection's [`Channel`], and the app's [`ChannelBox`] that adds channels to
 //! groups and sends to them.
 //!
-//! - [`groups`]: the group table (each group a ring its local members' writers read) and the
+//! - `groups`: the group table (each group a ring its local members' writers read) and the
 //!   broker calls that take groups beyond this process.
-//! - [`channel_box`]: [`ChannelBox`], the public face of the table.
-//! - [`expiry`]: channels that expire after a time without activity.
-//! - [`history`]: the bounded history of groups.
+//! - `channel_box`: [`ChannelBox`], the public face of the table.
+//! - `expiry`: channels that expire after a time without activity.
+//! - `history`: the bounded history of groups.
 
 mod channel_box;
 mod expiry;

@@ -112,6 +112,9 @@ struct NameState {
     stats: Arc<Stats>,
     /// Kept only as a cache of matching wildcard listeners.
     cached: bool,
+    /// Had a listener for the life of the app (not one tied to a connection): the name and its
+    /// metrics stay while the app lives, even without listeners.
+    registered: bool,
 }
 
 impl NameState {
@@ -120,11 +123,12 @@ impl NameState {
             exact: Vec::new(),
             stats: Arc::default(),
             cached,
+            registered: false,
         }
     }
 
     fn keep(&self) -> bool {
-        !self.exact.is_empty() || self.stats.disabled.load(Ordering::Relaxed)
+        !self.exact.is_empty() || self.registered || self.stats.disabled.load(Ordering::Relaxed)
     }
 }
 
@@ -264,6 +268,7 @@ impl Bus {
                 state.cached = false;
                 reg.cached -= 1;
             }
+            state.registered |= !listener.scoped;
             insert_sorted(&mut state.exact, listener);
             self.rebuild(reg, &name);
         }
@@ -371,7 +376,7 @@ impl Bus {
         let mut all: Vec<_> = reg
             .names
             .iter()
-            .filter(|(_, s)| !s.exact.is_empty() || metrics_of(&s.stats).emits > 0)
+            .filter(|(_, s)| s.keep() || metrics_of(&s.stats).emits > 0)
             .map(|(n, s)| (n.to_string(), metrics_of(&s.stats)))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));

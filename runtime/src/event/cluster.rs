@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{ClusterEmitReport, Events, name};
-use crate::{App, Error, ErrorKind};
+use super::{ClusterEmitReport, Events, check_emitted};
+use crate::{App, Error};
 
 /// Cluster events from other servers waiting to run, at most.
 const QUEUE: usize = 1024;
@@ -77,26 +77,16 @@ impl Events {
     ///
     /// Delivery to other servers is at most once: an event sent while Redis is unreachable is
     /// lost for them (`published` is `Some(false)`; this server's listeners run all the same).
-    /// Errors: `name` is not a valid event name (nothing ran).
-    pub async fn emit_cluster<T>(&self, name: &str, payload: T) -> Result<ClusterEmitReport, Error>
+    /// A name that is not valid is refused as by `emit` (`local.invalid_name`), and is not
+    /// sent.
+    pub async fn emit_cluster<T>(&self, name: &str, payload: T) -> ClusterEmitReport
     where
         T: Serialize + Send + Sync + 'static,
     {
         let full = self.full_name(name);
-        let problem = match name::check(&full, name::Kind::Pattern) {
-            Ok(false) => None,
-            Ok(true) => Some("an emitted name cannot contain wildcards".to_owned()),
-            Err(e) => Some(e.message(&full)),
-        };
-        if let Some(problem) = problem {
-            return Err(Error::new(
-                ErrorKind::InvalidName,
-                format!("invalid event name `{full}`: {problem}"),
-            ));
-        }
         let broker = self.app().broker().clone();
         let (mut published, mut publish_error) = (None, None);
-        if broker.is_clustered() {
+        if broker.is_clustered() && check_emitted(&full).is_ok() {
             let sent = match serde_json::to_vec(&payload) {
                 Ok(json) => broker.publish_event(&full, &json).await,
                 Err(e) => Err(Error::serialize(e)),
@@ -105,10 +95,10 @@ impl Events {
             publish_error = sent.err().map(|e| e.to_string());
         }
         let local = self.emit(name, payload).await;
-        Ok(ClusterEmitReport {
+        ClusterEmitReport {
             local,
             published,
             publish_error,
-        })
+        }
     }
 }

@@ -172,8 +172,9 @@ impl FromEventContext for Events {
     }
 }
 
-/// The event's metadata, as a listener parameter: its full name, id and time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The event's metadata, as a listener parameter: its full name, id and time (so a `chat.*`
+/// or `**` listener can tell which event fired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventMeta {
     /// The full event name (with its namespace, if any).
     pub name: String,

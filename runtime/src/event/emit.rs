@@ -156,12 +156,16 @@ impl<'a> Core<'a> {
         let owned;
         let slot = match guard.get(&*self.name) {
             Some(slot) => slot,
-            None => match self.bus.uncached_slot(&self.name) {
-                Some(slot) => {
-                    owned = slot;
-                    &owned
-                }
-                None => return Poll::Ready(self.report.clone()),
+            // Names with listeners are in the index: only the others need checking.
+            None => match super::check_emitted(&self.name) {
+                Err(problem) => return Poll::Ready(self.invalid(problem)),
+                Ok(()) => match self.bus.uncached_slot(&self.name) {
+                    Some(slot) => {
+                        owned = slot;
+                        &owned
+                    }
+                    None => return Poll::Ready(self.report.clone()),
+                },
             },
         };
         if slot.stats.disabled.load(Ordering::Relaxed) {
@@ -182,6 +186,14 @@ impl<'a> Core<'a> {
                 Poll::Pending
             }
         }
+    }
+
+    /// The report of an emit whose name is not valid: nothing ran.
+    #[cold]
+    fn invalid(&mut self, problem: String) -> EmitReport {
+        tracing::warn!(event = &*self.name, "emit refused: {problem}");
+        self.report.invalid_name = Some(problem);
+        self.report.clone()
     }
 
     /// Runs listeners from `self.next`, finishing what it waits for first.

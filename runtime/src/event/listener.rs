@@ -351,11 +351,42 @@ pub fn extract<T: ListenerParam<K>, K>(
     T::extract(cx, may_move)
 }
 
+/// A type a run-time listener closure can take as a parameter; `K` is the kind (see
+/// [`kind`]): a context extractor ([`FromEventContext`]), or the payload as a
+/// `DeserializeOwned + Clone` type (the emitted value itself when the types match, JSON
+/// otherwise). A closure's parameter types are known only through the closure, so unlike
+/// `#[on]` there is one kind per type: a type that is both an extractor and `Deserialize`
+/// cannot be a closure parameter.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither a payload nor a context extractor",
+    label = "not a listener parameter",
+    note = "a listener closure takes the payload (a `DeserializeOwned + Clone` type, or `serde_json::Value`) and context extractors such as `App`, `Events`, `ChannelBox`, `State<T>` or `EventMeta`"
+)]
+pub trait ClosureParam<K>: Sized {
+    #[doc(hidden)]
+    fn extract_param(cx: &mut EventContext<'_>, may_move: bool) -> Result<Self, String>;
+}
+
+impl<T: FromEventContext> ClosureParam<kind::Context> for T {
+    fn extract_param(cx: &mut EventContext<'_>, may_move: bool) -> Result<Self, String> {
+        <T as ListenerParam<kind::Context>>::extract(cx, may_move)
+    }
+}
+
+impl<T> ClosureParam<kind::Cloned> for T
+where
+    T: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn extract_param(cx: &mut EventContext<'_>, may_move: bool) -> Result<Self, String> {
+        <T as ListenerParam<kind::Cloned>>::extract(cx, may_move)
+    }
+}
+
 /// A closure that can be registered with [`Events::on`](crate::Events::on) and friends.
 ///
-/// Implemented for `async` closures taking no argument, or the payload as any
-/// `DeserializeOwned + Clone` type (the emitted value itself when the types match, JSON
-/// otherwise), and returning one of the [`IntoListenerResult`] types.
+/// Implemented for `async` closures of up to six parameters, each a [`ClosureParam`] (the
+/// payload, or a context extractor such as [`EventMeta`](crate::EventMeta)), returning one of
+/// the [`IntoListenerResult`] types.
 pub trait IntoListener<Args>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_callable(self) -> Callable;
@@ -372,19 +403,34 @@ where
     }
 }
 
-impl<F, Fut, T> IntoListener<(T,)> for F
-where
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: IntoListenerResult,
-    T: DeserializeOwned + Clone + Send + Sync + 'static,
-{
-    fn into_callable(self) -> Callable {
-        Callable::Dynamic(Arc::new(move |cx, may_move| {
-            match <T as ListenerParam<kind::Cloned>>::extract(cx, may_move) {
-                Ok(payload) => ListenerCall::pending(self(payload)),
-                Err(e) => ListenerCall::payload_error(e),
+macro_rules! closure_listener {
+    ($(($kind:ident, $param:ident)),+) => {
+        impl<F, Fut, $($kind, $param),+> IntoListener<($(($kind, $param),)+)> for F
+        where
+            F: Fn($($param),+) -> Fut + Send + Sync + 'static,
+            Fut: Future + Send + 'static,
+            Fut::Output: IntoListenerResult,
+            $($param: ClosureParam<$kind>,)+
+        {
+            fn into_callable(self) -> Callable {
+                Callable::Dynamic(Arc::new(move |cx, may_move| {
+                    #[allow(non_snake_case)]
+                    let ($($param,)+) = ($(
+                        match <$param as ClosureParam<$kind>>::extract_param(cx, may_move) {
+                            Ok(value) => value,
+                            Err(e) => return ListenerCall::payload_error(e),
+                        },
+                    )+);
+                    ListenerCall::pending(self($($param),+))
+                }))
             }
-        }))
-    }
+        }
+    };
 }
+
+closure_listener!((K1, T1));
+closure_listener!((K1, T1), (K2, T2));
+closure_listener!((K1, T1), (K2, T2), (K3, T3));
+closure_listener!((K1, T1), (K2, T2), (K3, T3), (K4, T4));
+closure_listener!((K1, T1), (K2, T2), (K3, T3), (K4, T4), (K5, T5));
+closure_listener!((K1, T1), (K2, T2), (K3, T3), (K4, T4), (K5, T5), (K6, T6));

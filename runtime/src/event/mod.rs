@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use context::{EventContext, EventId, EventMeta, FromEventContext};
-pub use listener::{IntoListener, IntoListenerResult, ListenerParam};
+pub use listener::{ClosureParam, IntoListener, IntoListenerResult, ListenerParam};
 
 #[doc(hidden)]
 pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};
@@ -28,8 +28,9 @@ use crate::{App, Error, ErrorKind};
 
 /// Names of the events Switchboard itself emits.
 ///
-/// They live in the `switchboard` namespace, so `#[on("**", namespace = "switchboard")]` sees
-/// them all.
+/// Listen to one with its constant, `#[on(names::WS_ERROR)]` (checked at compile time like a
+/// string name). They live in the `switchboard` namespace, so
+/// `#[on("**", namespace = "switchboard")]` sees them all.
 pub mod names {
     /// A listener failed (returned `Err`, panicked, timed out, or could not take the payload).
     /// Payload: [`ListenerFailed`](crate::ListenerFailed). Failures of this event's own listeners
@@ -45,7 +46,7 @@ pub mod names {
 
     /// A WebSocket handler returned an error or panicked. Payload:
     /// [`HandlerFailed`](crate::ws::HandlerFailed), with the path, the client and the message:
-    /// one `#[on("ws.error", namespace = "switchboard")]` handles every handler failure.
+    /// one `#[on(names::WS_ERROR)]` handles every handler failure.
     pub const WS_ERROR: &str = "switchboard:ws.error";
 }
 
@@ -82,6 +83,8 @@ pub struct EmitReport {
     pub stopped: bool,
     /// The event is disabled: nothing ran.
     pub disabled: bool,
+    /// The name is not a valid event name (or is a wildcard pattern): why. Nothing ran.
+    pub invalid_name: Option<String>,
     /// Time spent running listeners.
     pub elapsed: Duration,
 }
@@ -95,9 +98,20 @@ impl EmitReport {
             timed_out: 0,
             stopped: false,
             disabled: false,
+            invalid_name: None,
             elapsed: Duration::ZERO,
         }
     }
+}
+
+/// Whether `name` can be emitted (a valid name without wildcards); `Err` says why not.
+pub(crate) fn check_emitted(name: &str) -> Result<(), String> {
+    let problem = match self::name::check(name, self::name::Kind::Pattern) {
+        Ok(false) => return Ok(()),
+        Ok(true) => "an emitted name cannot contain wildcards".to_owned(),
+        Err(e) => e.message(name),
+    };
+    Err(format!("invalid event name `{name}`: {problem}"))
 }
 
 /// What one [`Events::emit_cluster`] did.
@@ -112,7 +126,7 @@ pub struct ClusterEmitReport {
     pub publish_error: Option<String>,
 }
 
-/// Counters of one event name, kept while the name has listeners (or is disabled).
+/// Counters of one event name (see [`Events::metrics`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EventMetrics {
@@ -239,7 +253,9 @@ impl Events {
     }
 
     /// Runs every listener of `name` (exact and wildcard, by priority, then registration order),
-    /// each awaited in turn in the calling task, and says what happened.
+    /// each awaited in turn in the calling task, and says what happened. A name that is not
+    /// valid (or is a wildcard pattern) runs nothing, is logged, and is reported in
+    /// [`EmitReport::invalid_name`].
     ///
     /// A listener whose payload type is `T` gets the value itself (a clone, or the value for the
     /// last listener); any other listener gets it through JSON, serialised once per emit.
@@ -299,7 +315,22 @@ impl Events {
     }
 
     /// Registers `listener` for `name` (a name or a wildcard pattern, inside this view's
-    /// namespace) until the returned handle is dropped.
+    /// namespace) for the life of the app, as in Nexios; the returned handle can remove it
+    /// ([`ListenerHandle::off`]), or tie it to a scope ([`ListenerHandle::drop_guard`]).
+    ///
+    /// A listener is an `async` closure whose parameters, in any order, are what `#[on]`
+    /// listeners take: the payload (as the emitted type, any `DeserializeOwned + Clone` type or
+    /// `serde_json::Value`), and context extractors such as [`EventMeta`], [`App`] or
+    /// [`State<T>`](crate::State). Annotate their types:
+    ///
+    /// ```
+    /// # use switchboard::prelude::*;
+    /// # fn f(app: App) -> Result<(), switchboard::Error> {
+    /// app.events().on("chat.*", |message: Value, meta: EventMeta| async move {
+    ///     println!("{}: {message}", meta.name);
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// Errors: an invalid name ([`ErrorKind::InvalidName`]), or `max_listeners` reached for this
     /// name ([`ErrorKind::ListenerLimit`]).
@@ -351,7 +382,6 @@ impl Events {
             bus: Arc::downgrade(self.app.bus_arc()),
             id,
             pattern: pattern.into_boxed_str(),
-            armed: true,
         })
     }
 
@@ -392,7 +422,8 @@ impl Events {
         self.bus().is_enabled(&self.full_name(name))
     }
 
-    /// The counters of `name`, while it has listeners.
+    /// The counters of `name`: kept for the life of the app once the name had a listener (a
+    /// name only connection-scoped listeners used is forgotten when they go).
     pub fn metrics(&self, name: &str) -> Option<EventMetrics> {
         self.bus().metrics(&self.full_name(name))
     }
@@ -403,14 +434,14 @@ impl Events {
     }
 }
 
-/// Keeps a run-time listener registered: dropping it (or calling [`off`](Self::off)) removes
-/// the listener; [`detach`](Self::detach) keeps it for the life of the app.
-#[must_use = "dropping the handle removes the listener at once; call `.detach()` to keep it"]
+/// A run-time listener: it stays registered for the life of the app until
+/// [`off`](Self::off) removes it, whether or not this handle is kept. For a listener that must
+/// end with something (a task, a session), [`drop_guard`](Self::drop_guard) gives a guard that
+/// removes it when dropped.
 pub struct ListenerHandle {
     bus: Weak<Bus>,
     id: u64,
     pattern: Box<str>,
-    armed: bool,
 }
 
 impl std::fmt::Debug for ListenerHandle {
@@ -425,16 +456,16 @@ impl std::fmt::Debug for ListenerHandle {
 impl ListenerHandle {
     /// Removes the listener now; returns whether it was still registered (a `once` listener
     /// that ran is gone already).
-    pub fn off(mut self) -> bool {
-        self.armed = false;
+    pub fn off(&self) -> bool {
         self.bus
             .upgrade()
             .is_some_and(|bus| bus.remove(self.id, &self.pattern))
     }
 
-    /// Keeps the listener for the life of the app.
-    pub fn detach(mut self) {
-        self.armed = false;
+    /// A guard that removes the listener when it is dropped (like tokio-util's
+    /// `CancellationToken::drop_guard`).
+    pub fn drop_guard(self) -> ListenerGuard {
+        ListenerGuard(self)
     }
 
     /// The name or pattern the listener is registered under.
@@ -443,12 +474,20 @@ impl ListenerHandle {
     }
 }
 
-impl Drop for ListenerHandle {
+/// Removes its listener when dropped: see [`ListenerHandle::drop_guard`].
+#[must_use = "dropping the guard removes the listener at once"]
+#[derive(Debug)]
+pub struct ListenerGuard(ListenerHandle);
+
+impl ListenerGuard {
+    /// The listener's handle.
+    pub fn handle(&self) -> &ListenerHandle {
+        &self.0
+    }
+}
+
+impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        if self.armed
-            && let Some(bus) = self.bus.upgrade()
-        {
-            bus.remove(self.id, &self.pattern);
-        }
+        self.0.off();
     }
 }

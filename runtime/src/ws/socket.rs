@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
 use super::head::Head;
 use crate::channel::{Channel, json_frame};
 use crate::conn::{Closing, Conn, ConnectionId, Frame, Socket, WsError, close_code};
-use crate::event::{IntoListener, ListenOptions, ListenerHandle};
+use crate::event::{IntoListener, ListenOptions, ListenerGuard};
 use crate::{App, Error};
 
 /// A message received from the client (pings, pongs and close frames are handled for you).
@@ -117,7 +117,7 @@ pub struct WebSocket {
     head: Box<Head>,
     app: App,
     /// Listeners registered with [`on`](Self::on): removed with the connection.
-    listeners: Vec<ListenerHandle>,
+    listeners: Vec<ListenerGuard>,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -478,12 +478,7 @@ impl WebSocket {
     /// Registers a listener for the life of this connection (it is removed when the connection
     /// ends, and does not count against `max_listeners`).
     pub fn on<Args>(&mut self, name: &str, listener: impl IntoListener<Args>) -> Result<(), Error> {
-        let handle = self
-            .app
-            .events()
-            .add(name, ListenOptions::new(), listener, true)?;
-        self.listeners.push(handle);
-        Ok(())
+        self.on_with(name, ListenOptions::new(), listener)
     }
 
     /// Like [`on`](Self::on), with options (priority, once).
@@ -494,7 +489,7 @@ impl WebSocket {
         listener: impl IntoListener<Args>,
     ) -> Result<(), Error> {
         let handle = self.app.events().add(name, options, listener, true)?;
-        self.listeners.push(handle);
+        self.listeners.push(handle.drop_guard());
         Ok(())
     }
 }

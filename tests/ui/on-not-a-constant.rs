@@ -1,0 +1,8 @@
+use switchboard::prelude::*;
+
+struct RoomMessage;
+
+#[on(RoomMessage)]
+async fn listener() {}
+
+fn main() {}
