@@ -1,4 +1,5 @@
 #![doc = include_str!("docs/crate.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets the runtime's own tests and doc tests use the macros, whose output names `::switchboard`.
 #[allow(unused_extern_crates)]

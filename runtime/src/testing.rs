@@ -50,7 +50,7 @@ use crate::{App, Error, Shutdown};
 #[cfg(unix)]
 mod redis_server;
 #[cfg(unix)]
-pub use redis_server::{RedisServer, SKIP_VARIABLE};
+pub use redis_server::{RedisServer, in_ci};
 
 /// How long a helper waits for something before it panics.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

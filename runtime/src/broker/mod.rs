@@ -4,7 +4,7 @@
 //! only to reach other servers: subscribe when a group gets its first local member, unsubscribe
 //! after the last one, publish each `group_send`, and hand messages that come back from other
 //! servers to the local members. [`Local`] (the default) is a single process: nothing to reach.
-//! [`Redis`] (cargo feature `redis`) spans every server that shares one Redis.
+//! `Redis` (cargo feature `redis`) spans every server that shares one Redis.
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -9,10 +9,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::TIMEOUT;
 
-/// Set to `1` to let tests that need `redis-server` pass without running when it is not
-/// installed (they print that they were skipped). Without it, they fail and say how to
-/// install it.
-pub const SKIP_VARIABLE: &str = "SWITCHBOARD_SKIP_REDIS_TESTS";
+const INSTALL: &str = "install it (Debian or Ubuntu: `sudo apt-get install redis-server`; \
+                       macOS: `brew install redis`)";
+
+/// Whether this runs in CI (`CI` set, and not `false` or `0`): there a missing server binary
+/// fails the tests that need it instead of skipping them.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
 
 /// A `redis-server` process of a test's own, listening on a Unix socket only (`--port 0`),
 /// without persistence. Stopped (and its folder removed) when dropped.
@@ -23,24 +27,34 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
+/// Says once per test binary that the tests needing `redis-server` are skipped (written to the
+/// process's standard error directly: the test harness shows it even for passing tests).
+fn announce_skip() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped the tests that need redis-server: it is not on the PATH; {INSTALL} to run them"
+        );
+    });
+}
+
 impl RedisServer {
     /// Starts one and waits until it answers `PING`.
     ///
-    /// Returns `None` when `redis-server` is not installed and [`SKIP_VARIABLE`] is `1` (the
-    /// test should return). Panics when it is not installed otherwise, saying how to install
-    /// it, and when it does not start.
+    /// Returns `None` when `redis-server` is not installed (the test should return: it is
+    /// skipped), after one line on standard error per test binary that says so and how to
+    /// install it. In CI (see [`in_ci`]) a missing `redis-server` panics instead. Panics
+    /// when it does not start.
     pub async fn start() -> Option<RedisServer> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if !installed() {
-            if std::env::var(SKIP_VARIABLE).is_ok_and(|v| v == "1") {
-                eprintln!("skipped: redis-server is not installed and {SKIP_VARIABLE}=1");
-                return None;
+            if in_ci() {
+                panic!("CI is set and this test needs `redis-server` on the PATH: {INSTALL}");
             }
-            panic!(
-                "this test needs `redis-server` on the PATH: install it (Debian or Ubuntu: \
-                 `sudo apt-get install redis-server`; macOS: `brew install redis`), or set \
-                 {SKIP_VARIABLE}=1 to skip the tests that need it"
-            );
+            announce_skip();
+            return None;
         }
         let dir = std::env::temp_dir().join(format!(
             "switchboard-redis-{}-{}",
