@@ -109,9 +109,31 @@ impl NameError {
     }
 }
 
-const fn is_delimiter(b: u8) -> bool {
-    b == b'.' || b == b':'
-}
+/// What a byte is to the grammar.
+const OTHER: u8 = 0;
+const SEGMENT: u8 = 1;
+const DELIMITER: u8 = 2;
+const STAR: u8 = 3;
+
+/// The class of every byte (ASCII letters, digits, `_` and `-` are segment bytes).
+const CLASSES: [u8; 256] = {
+    let mut classes = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        classes[b] = if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            SEGMENT
+        } else if c == b'.' || c == b':' {
+            DELIMITER
+        } else if c == b'*' {
+            STAR
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    classes
+};
 
 /// The length of the UTF-8 sequence that starts with `b`.
 const fn utf8_len(b: u8) -> usize {
@@ -126,9 +148,9 @@ const fn utf8_len(b: u8) -> usize {
     }
 }
 
-/// Checks `text`; returns whether it contains a wildcard segment.
+/// Checks `text`; returns whether it contains a wildcard segment. One pass over the bytes.
+#[inline]
 pub const fn check(text: &str, kind: Kind) -> Result<bool, NameError> {
-    let bytes = text.as_bytes();
     const fn error(start: usize, end: usize, problem: Problem, kind: Kind) -> NameError {
         NameError {
             range: start..end,
@@ -136,33 +158,39 @@ pub const fn check(text: &str, kind: Kind) -> Result<bool, NameError> {
             kind,
         }
     }
+    let bytes = text.as_bytes();
     if bytes.is_empty() {
         return Err(error(0, 0, Problem::Empty, kind));
     }
     let mut wildcard = false;
+    // The current segment: where it starts, and how many `*` it holds.
     let mut start = 0;
+    let mut stars = 0;
     let mut i = 0;
-    while i <= bytes.len() {
-        if i < bytes.len() && !is_delimiter(bytes[i]) {
-            let b = bytes[i];
-            if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'*') {
-                return Err(error(i, i + utf8_len(b), Problem::InvalidCharacter, kind));
-            }
+    loop {
+        // The bytes of one segment.
+        while i < bytes.len() && CLASSES[bytes[i] as usize] == SEGMENT {
             i += 1;
-            continue;
         }
+        if i < bytes.len() {
+            match CLASSES[bytes[i] as usize] {
+                STAR => {
+                    stars += 1;
+                    i += 1;
+                    continue;
+                }
+                DELIMITER => {}
+                _ => {
+                    let end = i + utf8_len(bytes[i]);
+                    return Err(error(i, end, Problem::InvalidCharacter, kind));
+                }
+            }
+        }
+        // A delimiter (or the end) closes the segment `start..i`.
         if start == i {
             // Point at the delimiter that has no segment before it (or the last one).
             let at = if i == bytes.len() { i - 1 } else { i };
             return Err(error(at, at + 1, Problem::EmptySegment, kind));
-        }
-        let mut stars = 0;
-        let mut j = start;
-        while j < i {
-            if bytes[j] == b'*' {
-                stars += 1;
-            }
-            j += 1;
         }
         if stars > 0 {
             if matches!(kind, Kind::Namespace) {
@@ -173,10 +201,13 @@ pub const fn check(text: &str, kind: Kind) -> Result<bool, NameError> {
             }
             wildcard = true;
         }
-        start = i + 1;
+        if i == bytes.len() {
+            return Ok(wildcard);
+        }
         i += 1;
+        start = i;
+        stars = 0;
     }
-    Ok(wildcard)
 }
 
 /// One segment of a name or pattern, with the delimiter in front of it (`None` for the first).

@@ -164,18 +164,18 @@ impl<'a> Core<'a> {
                         owned = slot;
                         &owned
                     }
-                    None => return Poll::Ready(self.report.clone()),
+                    None => return Poll::Ready(self.take_report()),
                 },
             },
         };
         if slot.stats.disabled.load(Ordering::Relaxed) {
             self.report.disabled = true;
-            return Poll::Ready(self.report.clone());
+            return Poll::Ready(self.take_report());
         }
         let listeners = slot.listeners.load();
         if listeners.is_empty() {
             slot.stats.record(0, 0, Duration::ZERO);
-            return Poll::Ready(self.report.clone());
+            return Poll::Ready(self.take_report());
         }
         self.started = self.bus.clock().raw();
         match self.run(&listeners, payload, cx) {
@@ -193,7 +193,7 @@ impl<'a> Core<'a> {
     fn invalid(&mut self, problem: String) -> EmitReport {
         tracing::warn!(event = &*self.name, "emit refused: {problem}");
         self.report.invalid_name = Some(problem);
-        self.report.clone()
+        self.take_report()
     }
 
     /// Runs listeners from `self.next`, finishing what it waits for first.
@@ -365,6 +365,14 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// The report, moved out: the emit is over.
+    #[inline]
+    fn take_report(&mut self) -> EmitReport {
+        let event_id = self.report.event_id;
+        std::mem::replace(&mut self.report, EmitReport::new(event_id))
+    }
+
+    #[inline]
     fn finish(&mut self, stats: &Stats) -> EmitReport {
         if self.started != 0 {
             let clock = self.bus.clock();
@@ -375,7 +383,7 @@ impl<'a> Core<'a> {
             self.report.failed,
             self.report.elapsed,
         );
-        self.report.clone()
+        self.take_report()
     }
 }
 
