@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::bus::{Bus, LISTENER_ERROR, Listener, Listeners, Slot, Stats};
 use super::context::{EventContext, Memo, PayloadKind};
 use super::listener::{Failure, ListenerCall, Outcome, panic_message};
-use super::{EmitReport, ListenerFailed};
+use super::{EmitReport, EventId, ListenerFailed};
 use crate::App;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -77,7 +77,7 @@ struct Core<'a> {
     /// What listeners computed from the payload (its JSON, the time), boxed when first needed:
     /// most emits never need it, and the emit future stays small to move.
     memo: Option<Box<Memo>>,
-    report: EmitReport,
+    tally: Tally,
     /// The clock's raw reading when the first listener started (0: none ran).
     started: u64,
     /// The next listener to run.
@@ -117,7 +117,14 @@ impl<'a> Core<'a> {
             kind,
             report_failures,
             memo: None,
-            report: EmitReport::new(super::EventId(0)),
+            tally: Tally {
+                event_id: EventId(0),
+                executed: 0,
+                failed: 0,
+                timed_out: 0,
+                stopped: false,
+                disabled: false,
+            },
             started: 0,
             next: 0,
             current: 0,
@@ -151,7 +158,7 @@ impl<'a> Core<'a> {
         payload: &mut (dyn Any + Send + Sync),
         cx: &mut Context<'_>,
     ) -> Poll<EmitReport> {
-        self.report.event_id = self.bus.next_event_id();
+        self.tally.event_id = self.bus.next_event_id();
         let guard = self.bus.index.pin();
         let owned;
         let slot = match guard.get(&*self.name) {
@@ -164,18 +171,18 @@ impl<'a> Core<'a> {
                         owned = slot;
                         &owned
                     }
-                    None => return Poll::Ready(self.take_report()),
+                    None => return Poll::Ready(self.report(Duration::ZERO)),
                 },
             },
         };
         if slot.stats.disabled.load(Ordering::Relaxed) {
-            self.report.disabled = true;
-            return Poll::Ready(self.take_report());
+            self.tally.disabled = true;
+            return Poll::Ready(self.report(Duration::ZERO));
         }
         let listeners = slot.listeners.load();
         if listeners.is_empty() {
             slot.stats.record(0, 0, Duration::ZERO);
-            return Poll::Ready(self.take_report());
+            return Poll::Ready(self.report(Duration::ZERO));
         }
         self.started = self.bus.clock().raw();
         match self.run(&listeners, payload, cx) {
@@ -192,8 +199,9 @@ impl<'a> Core<'a> {
     #[cold]
     fn invalid(&mut self, problem: String) -> EmitReport {
         tracing::warn!(event = &*self.name, "emit refused: {problem}");
-        self.report.invalid_name = Some(problem);
-        self.take_report()
+        let mut report = self.report(Duration::ZERO);
+        report.invalid_name = Some(problem);
+        report
     }
 
     /// Runs listeners from `self.next`, finishing what it waits for first.
@@ -207,7 +215,7 @@ impl<'a> Core<'a> {
             if self.resume(listeners, cx).is_pending() {
                 return Step::Suspended;
             }
-            if self.report.stopped || self.next == listeners.len() {
+            if self.tally.stopped || self.next == listeners.len() {
                 return Step::Done;
             }
             let index = self.next;
@@ -216,7 +224,7 @@ impl<'a> Core<'a> {
             if !self.claim(listener) {
                 continue;
             }
-            self.report.listeners_executed += 1;
+            self.tally.executed += 1;
             self.current = index;
             let may_move = index == listeners.len() - 1;
             match self.start_listener(listener, may_move, payload, cx) {
@@ -280,7 +288,7 @@ impl<'a> Core<'a> {
         let mut event = EventContext::new(
             self.app,
             &self.name,
-            self.report.event_id,
+            self.tally.event_id,
             payload,
             self.kind,
             &mut self.memo,
@@ -316,7 +324,7 @@ impl<'a> Core<'a> {
     fn settle(&mut self, listener: &Listener, outcome: Outcome, cx: &mut Context<'_>) {
         match outcome.0 {
             Ok(ControlFlow::Continue(())) => {}
-            Ok(ControlFlow::Break(())) => self.report.stopped = true,
+            Ok(ControlFlow::Break(())) => self.tally.stopped = true,
             Err(failure) => self.failed(listener, failure, cx),
         }
     }
@@ -324,9 +332,9 @@ impl<'a> Core<'a> {
     /// Counts a failure, logs it, and reports it on the error event.
     #[cold]
     fn failed(&mut self, listener: &Listener, failure: Failure, cx: &mut Context<'_>) {
-        self.report.failed += 1;
+        self.tally.failed += 1;
         if matches!(failure, Failure::Timeout) {
-            self.report.timed_out += 1;
+            self.tally.timed_out += 1;
         }
         let message = failure.message();
         if !self.report_failures {
@@ -340,7 +348,7 @@ impl<'a> Core<'a> {
         }
         tracing::warn!(
             event = &*self.name,
-            event_id = self.report.event_id.0,
+            event_id = self.tally.event_id.0,
             listener = %listener.label,
             kind = failure.kind(),
             "listener failed: {message}"
@@ -350,7 +358,7 @@ impl<'a> Core<'a> {
         }
         let error = ListenerFailed {
             event: self.name.to_string(),
-            event_id: self.report.event_id,
+            event_id: self.tally.event_id,
             listener: listener.label.to_string(),
             kind: failure.kind().to_owned(),
             message,
@@ -365,26 +373,44 @@ impl<'a> Core<'a> {
         }
     }
 
-    /// The report, moved out: the emit is over.
+    /// The report of this emit.
     #[inline]
-    fn take_report(&mut self) -> EmitReport {
-        let event_id = self.report.event_id;
-        std::mem::replace(&mut self.report, EmitReport::new(event_id))
+    fn report(&self, elapsed: Duration) -> EmitReport {
+        let t = &self.tally;
+        let mut report = EmitReport::new(t.event_id);
+        report.listeners_executed = t.executed as usize;
+        report.failed = t.failed as usize;
+        report.timed_out = t.timed_out as usize;
+        report.stopped = t.stopped;
+        report.disabled = t.disabled;
+        report.elapsed = elapsed;
+        report
     }
 
     #[inline]
     fn finish(&mut self, stats: &Stats) -> EmitReport {
-        if self.started != 0 {
-            let clock = self.bus.clock();
-            self.report.elapsed = clock.delta(self.started, clock.raw());
-        }
-        stats.record(
-            self.report.listeners_executed,
-            self.report.failed,
-            self.report.elapsed,
-        );
-        self.take_report()
+        let elapsed = match self.started {
+            0 => Duration::ZERO,
+            started => {
+                let clock = self.bus.clock();
+                clock.delta(started, clock.raw())
+            }
+        };
+        let t = &self.tally;
+        stats.record(t.executed as usize, t.failed as usize, elapsed);
+        self.report(elapsed)
     }
+}
+
+/// What an emit counted so far (kept small: the emit future lives in its caller's future).
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    event_id: EventId,
+    executed: u32,
+    failed: u32,
+    timed_out: u32,
+    stopped: bool,
+    disabled: bool,
 }
 
 /// Polls a listener's future; a panic is that listener's failure.

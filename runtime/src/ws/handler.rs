@@ -98,7 +98,7 @@ impl HandlerFailure {
         }
     }
 
-    fn internal(message: String) -> Self {
+    pub(crate) fn internal(message: String) -> Self {
         Self {
             code: super::close_code::INTERNAL_ERROR,
             reason: "internal error".to_owned(),

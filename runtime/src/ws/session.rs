@@ -92,7 +92,14 @@ impl Session {
         drop(handshake);
         lifecycle::connected(&app, &conn, &path, client).await;
         let ended = drive(&conn, &mut handler).await;
-        let (code, reason) = close_for(&app, &conn, &path, client, ended).await;
+        let (code, reason) = match failure(&conn, &path, ended) {
+            None => (close_code::NORMAL, String::new()),
+            Some(failure) => {
+                let (message, code) = (&failure.message, failure.code);
+                lifecycle::handler_failed(&app, &conn, &path, client, message, code).await;
+                (failure.code, failure.reason)
+            }
+        };
         conn.close(code, &reason, Closing::Graceful);
         Box::pin(finish_close(&conn, &socket, writer)).await;
         conn.kill();
@@ -124,30 +131,20 @@ async fn open(app: &App, path: &str, on_upgrade: OnUpgrade) -> Option<Arc<Socket
     Some(Socket::new(stream))
 }
 
-/// The close code and reason for how the handler ended; a failure is logged and reported on
-/// the handler-failed event.
-async fn close_for(
-    app: &App,
-    conn: &Conn,
-    path: &str,
-    client: Option<SocketAddr>,
-    ended: <Handler as Future>::Output,
-) -> (u16, String) {
-    let (failure, code, reason) = match ended {
-        Ok(Ok(())) => return (close_code::NORMAL, String::new()),
+/// How the handler failed, if it did (logged here): an error, or a panic (1011).
+fn failure(conn: &Conn, path: &str, ended: <Handler as Future>::Output) -> Option<HandlerFailure> {
+    match ended {
+        Ok(Ok(())) => None,
         Ok(Err(failure)) => {
             tracing::debug!(path, %conn.id, failure.code, "handler failed: {}", failure.message);
-            (failure.message, failure.code, failure.reason)
+            Some(failure)
         }
         Err(panic) => {
             let message = format!("panicked: {}", panic_message(&*panic));
             tracing::error!(path, %conn.id, "handler {message}");
-            let code = close_code::INTERNAL_ERROR;
-            (message, code, "internal error".to_owned())
+            Some(HandlerFailure::internal(message))
         }
-    };
-    lifecycle::handler_failed(app, conn, path, client, &failure, code).await;
-    (code, reason)
+    }
 }
 
 /// Runs the handler to its end; once a close is requested, the connection gets
