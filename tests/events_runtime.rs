@@ -423,16 +423,26 @@ async fn disabled_events_run_nothing_until_enabled() {
     let app = app();
     let log = Log::default();
     let _h = app.events().on("maintenance", log.listener("ran")).unwrap();
-    app.events().disable("maintenance");
+    app.events().disable("maintenance").unwrap();
     assert!(!app.events().is_enabled("maintenance"));
     let report = app.events().emit("maintenance", "off").await;
     assert!(report.disabled);
     assert_eq!(report.listeners_executed, 0);
-    app.events().enable("maintenance");
+    app.events().enable("maintenance").unwrap();
     assert!(app.events().is_enabled("maintenance"));
     let report = app.events().emit("maintenance", "on").await;
     assert!(!report.disabled);
     assert_eq!(log.take(), ["ran on"]);
+    // Names are checked: an invalid one is an error, not a disabled name that emit would
+    // then report as disabled rather than invalid.
+    let error = app.events().disable("main tenance").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidName);
+    assert!(
+        app.events().disable("chat.*").is_err(),
+        "patterns are not names"
+    );
+    let report = app.events().emit("main tenance", ()).await;
+    assert!(!report.disabled && report.invalid_name.is_some());
 }
 
 #[tokio::test]

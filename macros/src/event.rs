@@ -126,6 +126,13 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
                     None => positional = true,
                 }
             }
+            Arg::Other(Expr::Path(p)) if event.is_some() => {
+                errors.push(
+                    p.span(),
+                    "unexpected second event name",
+                    Some("one attribute registers one event; add another attribute for another event"),
+                );
+            }
             Arg::Other(expr) => {
                 positional = true;
                 errors.push(

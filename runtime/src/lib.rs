@@ -5,21 +5,33 @@
 #[allow(unused_extern_crates)]
 extern crate self as switchboard;
 
-// The layers, from the bottom: each module uses only those above it in this list, and any of
-// them may hold the `App` handle (`app` assembles them all).
-mod app; // `App` and `Builder`: registrations -> router, bus, groups; serving
+// The layers, from the bottom; each uses only the layers below it, and any may hold the `App`
+// handle (which `app` assembles from them all):
+//
+//   error     the one error type
+//   conn      the connection core: state, outbound queue and rings, writer, keep-alive,
+//             the live connections
+//   broker    where groups live (`Local`, `Redis`); delivers into the app through a trait
+//   event     the event bus
+//   channel   channel groups, on the connection core and the broker
+//   ws        WebSocket routes, on the connection core, channels and events
+//   registry  what the macros register, and the conflict checks
+//   extract   parameters that come from the app (`State<T>`, extractor impls)
+//   app       `App` and `Builder`: registrations -> router, bus, groups; serving
+//   testing   (feature `testing`) real clients for tests; bench (hidden) discarding sockets
+mod app;
 #[cfg(feature = "__bench")]
 mod bench;
-pub mod broker; // where groups live: `Local`, `Redis`; delivers into the app through a trait
-pub mod channel; // channel groups, on the connection core and the broker
-mod conn; // the connection core: state, rings, writer, keep-alive, live connections
+pub mod broker;
+pub mod channel;
+mod conn;
 mod error;
-pub mod event; // the event bus
-mod extract; // parameters that come from the app: `State<T>`, extractor impls
-mod registry; // what the macros register, and the conflict checks
+pub mod event;
+mod extract;
+mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod ws; // WebSocket routes, on the connection core, channels and events
+pub mod ws;
 
 pub use app::{App, Builder, Server, Shutdown};
 /// axum, which Switchboard is built on: for HTTP routes and your own extractors, without a

@@ -3,7 +3,6 @@
 //! whole when listeners change. Emitting reads that map without locks and runs the listeners
 //! inline, in order, in the emitting task.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::cmp::Reverse;
@@ -13,15 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::context::{EventId, PayloadKind};
-use super::emit::Emit;
+use super::context::EventId;
 use super::listener::Callable;
 use super::name::{self, Pattern};
 use super::{EventMetrics, Priority};
-use crate::{App, Error, ErrorKind};
+use crate::{Error, ErrorKind};
 
 /// The documented name of the event that reports failed listeners (payload: [`ListenerFailed`]).
 pub(crate) const LISTENER_ERROR: &str = "switchboard:listener.error";
@@ -500,25 +497,6 @@ impl Bus {
             ids.set((self.bus_id, start + 1, start + BLOCK));
             EventId(start)
         })
-    }
-
-    /// Runs the listeners of `name`, in order, inline. `payload` is an `Option<T>` of the emitted
-    /// type; the last listener may take it by value.
-    pub(crate) fn emit<'a, T: Serialize + Any + Send + Sync>(
-        &'a self,
-        app: &'a App,
-        name: Cow<'a, str>,
-        payload: Option<T>,
-        report_failures: bool,
-    ) -> Emit<'a, Option<T>> {
-        Emit::new(
-            self,
-            app,
-            name,
-            payload,
-            PayloadKind::of::<T>(),
-            report_failures,
-        )
     }
 
     pub(crate) fn listener_timeout(&self) -> Option<Duration> {

@@ -18,6 +18,8 @@ use std::time::Duration;
 // `std::time::Instant` on the machines this was measured on.
 
 use super::bus::{Bus, LISTENER_ERROR, Listener, Listeners, Slot, Stats};
+use serde::Serialize;
+
 use super::context::{EventContext, Memo, PayloadKind};
 use super::listener::{Failure, ListenerCall, Outcome, panic_message};
 use super::{EmitReport, EventId, ListenerFailed};
@@ -33,8 +35,28 @@ enum Waiting<'a> {
     Report(BoxFuture<'a, EmitReport>),
 }
 
-/// The future of one emit (see [`Bus::emit`]): the payload `P` (an `Option<T>`) it owns, and
-/// the non-generic part that runs the listeners, handed the payload on each poll.
+/// Runs the listeners of `name` on `bus`, in order, inline; the last listener may take the
+/// payload by value. `report_failures`: failures go to the listener-failed event (not for that
+/// event's own listeners).
+pub(crate) fn emit<'a, T: Serialize + Any + Send + Sync>(
+    bus: &'a Bus,
+    app: &'a App,
+    name: Cow<'a, str>,
+    payload: T,
+    report_failures: bool,
+) -> Emit<'a, Option<T>> {
+    Emit::new(
+        bus,
+        app,
+        name,
+        Some(payload),
+        PayloadKind::of::<T>(),
+        report_failures,
+    )
+}
+
+/// The future of one emit (see [`emit`]): the payload `P` (an `Option<T>`) it owns, and the
+/// non-generic part that runs the listeners, handed the payload on each poll.
 pub(crate) struct Emit<'a, P> {
     core: Core<'a>,
     payload: P,
@@ -44,7 +66,7 @@ pub(crate) struct Emit<'a, P> {
 impl<P> Unpin for Emit<'_, P> {}
 
 impl<'a, P: Any + Send + Sync> Emit<'a, P> {
-    pub(super) fn new(
+    fn new(
         bus: &'a Bus,
         app: &'a App,
         name: Cow<'a, str>,
@@ -363,11 +385,13 @@ impl<'a> Core<'a> {
             kind: failure.kind().to_owned(),
             message,
         };
-        let mut report =
-            Box::pin(
-                self.bus
-                    .emit(self.app, Cow::Borrowed(LISTENER_ERROR), Some(error), false),
-            );
+        let mut report = Box::pin(emit(
+            self.bus,
+            self.app,
+            Cow::Borrowed(LISTENER_ERROR),
+            error,
+            false,
+        ));
         if report.as_mut().poll(cx).is_pending() {
             self.suspended().waiting = Some(Waiting::Report(report));
         }

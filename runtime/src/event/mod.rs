@@ -268,8 +268,7 @@ impl Events {
     where
         T: Serialize + Send + Sync + 'static,
     {
-        self.bus()
-            .emit(&self.app, self.full_name(name), Some(payload), true)
+        emit::emit(self.bus(), &self.app, self.full_name(name), payload, true)
     }
 
     /// Fire and forget: emits in a background task and returns at once.
@@ -305,10 +304,14 @@ impl Events {
         let name = self.full_name(name).into_owned();
         let task = self.app.tasks().track_future(async move {
             let _permit = permit;
-            events
-                .bus()
-                .emit(&events.app, Cow::Borrowed(&name), Some(payload), true)
-                .await;
+            emit::emit(
+                events.bus(),
+                &events.app,
+                Cow::Borrowed(&name),
+                payload,
+                true,
+            )
+            .await;
         });
         handle.spawn(task);
         Ok(())
@@ -331,6 +334,10 @@ impl Events {
     /// })?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// Take the app's handles (`App`, `Events`, `ChannelBox`) as parameters rather than
+    /// capturing them: the listener lives in the app, and a closure that holds the app keeps
+    /// it alive (and its broker's tasks running) until the listener is removed.
     ///
     /// Errors: an invalid name ([`ErrorKind::InvalidName`]), or `max_listeners` reached for this
     /// name ([`ErrorKind::ListenerLimit`]).
@@ -407,14 +414,22 @@ impl Events {
         self.bus().names()
     }
 
-    /// Disables `name`: emitting it runs nothing and reports `disabled`.
-    pub fn disable(&self, name: &str) {
-        self.bus().set_enabled(&self.full_name(name), false);
+    /// Disables `name`: emitting it runs nothing and reports `disabled`. Errors: `name` is not
+    /// a valid event name (or is a pattern: events are disabled by name).
+    pub fn disable(&self, name: &str) -> Result<(), Error> {
+        self.set_enabled(name, false)
     }
 
-    /// Enables `name` again.
-    pub fn enable(&self, name: &str) {
-        self.bus().set_enabled(&self.full_name(name), true);
+    /// Enables `name` again. Errors as [`disable`](Self::disable).
+    pub fn enable(&self, name: &str) -> Result<(), Error> {
+        self.set_enabled(name, true)
+    }
+
+    fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
+        let full = self.full_name(name);
+        check_emitted(&full).map_err(|problem| Error::new(ErrorKind::InvalidName, problem))?;
+        self.bus().set_enabled(&full, enabled);
+        Ok(())
     }
 
     /// Whether `name` is enabled (every name is, until disabled).

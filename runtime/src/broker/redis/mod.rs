@@ -38,8 +38,8 @@ const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// The Redis broker (cargo feature `redis`): `App::builder().broker(Redis::new(url)?)`, or set
-/// `SWITCHBOARD_REDIS_URL`.
+/// The Redis broker (cargo feature `redis`): `App::builder().broker(Redis::new(url)?)`, or
+/// `App::builder().broker_from_env()` with `SWITCHBOARD_REDIS_URL` set.
 ///
 /// Settings are read when the app is built. Clones share the connection and the counters
 /// (keep one to read [`metrics`](Redis::metrics)).
