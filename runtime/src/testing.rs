@@ -47,8 +47,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::{App, Error, Shutdown};
 
+mod internals;
 #[cfg(unix)]
 mod redis_server;
+pub use internals::Internals;
 #[cfg(unix)]
 pub use redis_server::{RedisServer, in_ci};
 

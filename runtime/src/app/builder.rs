@@ -97,6 +97,7 @@ impl Builder {
                 history: HistoryLimits {
                     max_entries: 100,
                     max_bytes: 1024 * 1024,
+                    max_age: Duration::from_secs(120),
                 },
                 sweep_interval: Duration::from_secs(1),
             },
@@ -264,10 +265,16 @@ impl Builder {
 
     /// The bounds of each group's history (default 100 entries and 1 MiB).
     pub fn history_limits(mut self, max_entries: usize, max_bytes: usize) -> Self {
-        self.groups.history = HistoryLimits {
-            max_entries,
-            max_bytes,
-        };
+        self.groups.history.max_entries = max_entries;
+        self.groups.history.max_bytes = max_bytes;
+        self
+    }
+
+    /// How long a saved message stays in its group's history (default 2 minutes, Socket.IO's
+    /// recovery window). A group whose entries all aged out is forgotten, so the histories of
+    /// groups that are gone do not accumulate.
+    pub fn history_max_age(mut self, age: Duration) -> Self {
+        self.groups.history.max_age = age;
         self
     }
 
@@ -371,6 +378,8 @@ impl Builder {
             "expiry_sweep_interval must be more than zero"
         } else if self.groups.history.max_entries == 0 {
             "history_limits needs room for at least one entry"
+        } else if self.groups.history.max_age.is_zero() {
+            "history_max_age must be more than zero"
         } else if self.conn.ping_interval == Some(Duration::ZERO) {
             "ping_interval must be more than zero (use disable_pings to turn pings off)"
         } else {

@@ -1,7 +1,8 @@
 //! Channel expiry: a channel with a TTL ([`Channel::set_ttl`](super::Channel::set_ttl)) that
 //! stays idle past it leaves its groups and its connection is closed with 1001. One sweeper per
 //! served app looks at the open connections every `expiry_sweep_interval`, and only while some
-//! channel has an expiry; nothing is kept per channel beyond its connection.
+//! channel has an expiry; nothing is kept per channel beyond its connection. The same sweeper
+//! drops history entries past their age.
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -40,5 +41,8 @@ pub(crate) async fn sweep(groups: Weak<Groups>) {
             return;
         };
         groups.sweep_once();
+        if !groups.histories().is_empty() {
+            groups.histories().prune();
+        }
     }
 }

@@ -27,9 +27,9 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    fn new() -> Self {
+    fn new(conns: &Arc<ConnConfig>) -> Self {
         Self {
-            ring: Ring::new(),
+            ring: Ring::new(conns),
             subscribed: tokio::sync::OnceCell::new(),
         }
     }
@@ -140,7 +140,7 @@ impl Groups {
         let (entry, created) = match guard.get(group) {
             Some(entry) => (entry.clone(), false),
             None => {
-                let entry = Arc::new(Group::new());
+                let entry = Arc::new(Group::new(&self.conns));
                 guard.insert(group.into(), entry.clone());
                 (entry, true)
             }
@@ -328,13 +328,7 @@ impl Groups {
         report: &mut SendReport,
     ) {
         let skip = self.config.slow_consumer == SlowConsumer::Drop;
-        let pushed = group.ring.push(
-            Frame::Json(payload),
-            except,
-            &self.conns.sequence,
-            self.conns.max_queue_bytes,
-            skip,
-        );
+        let pushed = group.ring.push(Frame::Json(payload), except, skip);
         report.delivered = pushed.members;
         if let Some(except) = except
             && self
@@ -460,6 +454,26 @@ impl Groups {
             .iter()
             .filter_map(|sub| sub.conn.upgrade())
             .collect()
+    }
+
+    /// Entries of the group table, and memberships summed over its rings.
+    #[cfg(feature = "testing")]
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let table = self.table.pin();
+        let members = table.values().map(|g| g.ring.member_count()).sum();
+        (table.len(), members)
+    }
+
+    /// Rings alive (those of groups, and of connections).
+    #[cfg(feature = "testing")]
+    pub(crate) fn rings_alive(&self) -> usize {
+        self.conns.rings.load(Ordering::Relaxed)
+    }
+
+    /// Connections with an expiry.
+    #[cfg(feature = "testing")]
+    pub(crate) fn expiring(&self) -> usize {
+        self.conns.expiring.load(Ordering::Relaxed)
     }
 
     pub(crate) fn metrics(&self) -> ChannelMetrics {

@@ -18,6 +18,8 @@ pub(crate) struct ConnConfig {
     pub(crate) epoch: Instant,
     /// Open connections whose channel has an expiry: the sweeper looks only while some do.
     pub(crate) expiring: AtomicUsize,
+    /// Rings alive (for the churn tests: nothing may outlive its connection or group).
+    pub(crate) rings: AtomicUsize,
 }
 
 impl ConnConfig {
@@ -31,6 +33,7 @@ impl ConnConfig {
             sequence: AtomicU64::new(0),
             epoch: Instant::now(),
             expiring: AtomicUsize::new(0),
+            rings: AtomicUsize::new(0),
         }
     }
 

@@ -9,8 +9,8 @@
 //! full, and the connection is killed if the close cannot complete in time.
 //!
 //! - [`id`]: connection ids; [`frame`]: outgoing frames, encoded once and shared.
-//! - [`ring`]: the rings writers pull from (a group's, and each connection's own).
-//! - [`outbound`]: a connection's rings and the backpressure on its reader.
+//! - [`ring`]: the rings writers pull from, one per group; [`own`]: each connection's own queue.
+//! - [`outbound`]: a connection's queue and rings, and the backpressure on its reader.
 //! - [`close`]: the close lane, and how the client ended the connection.
 //! - [`inbound`]: what the reader shares with the writer and keep-alive ([`keepalive`]).
 //! - [`attributes`]: what the connection's channel carries (payload type, expiry, data).
@@ -27,6 +27,7 @@ mod id;
 mod inbound;
 mod keepalive;
 mod outbound;
+mod own;
 pub(crate) mod ring;
 mod socket;
 mod table;
@@ -68,15 +69,15 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     pub(crate) fn new(config: Arc<ConnConfig>) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self {
+        Arc::new(Self {
             id: ConnectionId::new(),
-            config,
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
-            outbound: outbound::Outbound::new(ring::Ring::new().subscribe(me.clone(), None)),
+            outbound: outbound::Outbound::new(),
             close: close::CloseLane::default(),
             inbound: inbound::Inbound::default(),
             attributes: attributes::Attributes::default(),
+            config,
         })
     }
 }

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::frame::{Frame, Offer};
+use super::own::OwnQueue;
 use super::ring::{Ring, Sub};
 use super::{Conn, WsError, lock};
 
 #[derive(Debug)]
 pub(super) struct Outbound {
-    /// This connection's own ring.
-    pub(super) own: Arc<Sub>,
+    /// This connection's own queue.
+    pub(super) own: OwnQueue,
     /// The rings of the groups it is in.
     pub(super) groups: Mutex<Vec<Arc<Sub>>>,
     /// More than half the bound waits for the writer: reads pause until it is below a quarter
@@ -29,9 +30,9 @@ pub(super) struct Outbound {
 }
 
 impl Outbound {
-    pub(super) fn new(own: Arc<Sub>) -> Self {
+    pub(super) fn new() -> Self {
         Self {
-            own,
+            own: OwnQueue::default(),
             groups: Mutex::default(),
             backlogged: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
@@ -41,25 +42,17 @@ impl Outbound {
 }
 
 impl Conn {
-    /// Offers a frame to this connection's own ring without waiting: queued, or refused because
-    /// it is full or the connection is closing.
+    /// Offers a frame to this connection's own queue without waiting: queued, or refused
+    /// because it is full or the connection is closing.
     pub(crate) fn offer(&self, frame: &Frame) -> Offer {
         if self.is_closing() {
             return Offer::Closed;
         }
-        let ring = &self.outbound.own.ring;
-        let held = ring.bytes();
-        if held > 0 && held + frame.cost() > self.config.max_queue_bytes {
-            return Offer::Full;
+        let (offer, wake) = self.outbound.own.offer(frame, &self.config);
+        if wake {
+            self.writer.wake();
         }
-        ring.push(
-            frame.clone(),
-            None,
-            &self.config.sequence,
-            usize::MAX,
-            false,
-        );
-        Offer::Queued
+        offer
     }
 
     /// Queues a frame, waiting while the queue is full.
@@ -127,7 +120,7 @@ impl Conn {
     /// written yet.
     pub(crate) fn queued_bytes(&self) -> usize {
         let outbound = &self.outbound;
-        let mut queued = outbound.unwritten.load(Ordering::SeqCst) + outbound.own.behind();
+        let mut queued = outbound.unwritten.load(Ordering::SeqCst) + outbound.own.bytes();
         for sub in lock(&outbound.groups).iter() {
             queued += sub.behind();
         }

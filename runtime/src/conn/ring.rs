@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{Conn, ConnectionId, Frame, lock};
+use super::{Conn, ConnConfig, ConnectionId, Frame, lock};
 
 /// A ring is trimmed (its entries all members passed are dropped) each time it grows by this
 /// many bytes: the scan of members' cursors is amortised over many sends.
@@ -78,11 +78,19 @@ pub(crate) struct Pushed {
     pub(crate) laggards: Vec<Arc<Conn>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Ring {
     inner: Mutex<Inner>,
     /// Bytes ever pushed (written under the lock, readable without it).
     pushed: AtomicU64,
+    /// The app's connection settings: the sequence numbers, the lag bound, the count of rings.
+    config: Arc<ConnConfig>,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.config.rings.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Sub {
@@ -94,8 +102,13 @@ impl Sub {
 }
 
 impl Ring {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub(crate) fn new(config: &Arc<ConnConfig>) -> Arc<Self> {
+        config.rings.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Self {
+            inner: Mutex::default(),
+            pushed: AtomicU64::new(0),
+            config: config.clone(),
+        })
     }
 
     /// Adds a member, reading from the next entry on.
@@ -142,25 +155,25 @@ impl Ring {
     }
 
     /// Bytes held (what the slowest member has not read yet, at most one trim step more).
-    pub(crate) fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         lock(&self.inner).bytes
     }
 
-    /// Appends a frame (taking its sequence number from `sequence` under the ring's lock, so a
-    /// ring's entries are in sequence order) and wakes the idle members. Members behind by more
-    /// than `bound` bytes are returned as laggards; with `skip_laggards` they stay and skip what
-    /// they missed instead.
+    /// Appends a frame (taking its sequence number from the app's counter under the ring's
+    /// lock, so a ring's entries are in sequence order) and wakes the idle members. Members
+    /// behind by more than the queue bound are returned as laggards; with `skip_laggards` they
+    /// stay and skip what they missed instead.
     pub(crate) fn push(
         &self,
         frame: Frame,
         except: Option<ConnectionId>,
-        sequence: &AtomicU64,
-        bound: usize,
         skip_laggards: bool,
     ) -> Pushed {
         let cost = frame.cost();
+        let bound = self.config.max_queue_bytes;
         let mut inner = lock(&self.inner);
-        let seq = sequence.fetch_add(1, Ordering::Relaxed);
+        let seq = self.config.sequence.fetch_add(1, Ordering::Relaxed);
         let start = self.pushed.load(Ordering::Relaxed);
         inner.entries.push_back(Entry {
             seq,
@@ -224,40 +237,6 @@ impl Ring {
             }
         }
         sub.next.store(next, Ordering::Relaxed);
-        sub.read_to.store(read_to, Ordering::SeqCst);
-        taken
-    }
-
-    /// Like [`take`](Self::take), for a ring with one member (a connection's own): what it read
-    /// is dropped at once, so the ring's size is exactly what is still to be written.
-    pub(crate) fn take_own(
-        &self,
-        sub: &Sub,
-        out: &mut VecDeque<(u64, Frame)>,
-        budget: usize,
-    ) -> Taken {
-        let mut inner = lock(&self.inner);
-        let mut taken = Taken {
-            bytes: 0,
-            left: None,
-        };
-        let mut read_to = self.pushed.load(Ordering::Relaxed);
-        while let Some(entry) = inner.entries.front() {
-            if taken.bytes + entry.cost > budget && taken.bytes > 0 {
-                taken.left = Some(entry.seq);
-                read_to = entry.start;
-                break;
-            }
-            let entry = inner.entries.pop_front().expect("checked");
-            inner.bytes -= entry.cost;
-            inner.base += 1;
-            taken.bytes += entry.cost;
-            out.push_back((entry.seq, entry.frame));
-        }
-        if taken.left.is_none() {
-            inner.trimmed_at = 0;
-        }
-        sub.next.store(inner.base, Ordering::Relaxed);
         sub.read_to.store(read_to, Ordering::SeqCst);
         taken
     }
@@ -344,14 +323,21 @@ mod tests {
         Frame::Text(Utf8Bytes::from("x".repeat(n)))
     }
 
+    fn config(max_queue_bytes: usize, first_seq: u64) -> Arc<ConnConfig> {
+        let mut config = ConnConfig::new();
+        config.max_queue_bytes = max_queue_bytes;
+        config.sequence = AtomicU64::new(first_seq);
+        Arc::new(config)
+    }
+
     #[test]
     fn members_read_what_was_pushed_after_they_joined_in_order() {
-        let ring = Ring::new();
-        let seq = AtomicU64::new(0);
-        ring.push(frame(1), None, &seq, usize::MAX, false);
+        let config = config(usize::MAX, 0);
+        let ring = Ring::new(&config);
+        ring.push(frame(1), None, false);
         let sub = ring.subscribe(Weak::new(), None);
         for _ in 0..3 {
-            ring.push(frame(1), None, &seq, usize::MAX, false);
+            ring.push(frame(1), None, false);
         }
         let mut out = VecDeque::new();
         let taken = ring.take(&sub, ConnectionId::new(), &mut out, usize::MAX);
@@ -359,17 +345,23 @@ mod tests {
         let seqs: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert!(!ring.wait(&sub), "nothing more to read: registered");
-        ring.push(frame(1), None, &seq, usize::MAX, false);
+        ring.push(frame(1), None, false);
         assert!(ring.wait(&sub));
+        drop((ring, sub));
+        assert_eq!(
+            config.rings.load(Ordering::Relaxed),
+            1,
+            "the member holds it"
+        );
     }
 
     #[test]
     fn a_budget_cuts_the_copy_short_and_says_where() {
-        let ring = Ring::new();
-        let seq = AtomicU64::new(10);
+        let config = config(usize::MAX, 10);
+        let ring = Ring::new(&config);
         let sub = ring.subscribe(Weak::new(), None);
         for _ in 0..4 {
-            ring.push(frame(100), None, &seq, usize::MAX, false);
+            ring.push(frame(100), None, false);
         }
         let mut out = VecDeque::new();
         let cost = frame(100).cost();
@@ -389,13 +381,13 @@ mod tests {
 
     #[test]
     fn entries_everyone_read_are_trimmed_and_laggards_reported() {
-        let ring = Ring::new();
-        let seq = AtomicU64::new(0);
+        let config = config(100_000, 0);
+        let ring = Ring::new(&config);
         let fast = ring.subscribe(Weak::new(), None);
         let _slow = ring.subscribe(Weak::new(), None);
         let mut out = VecDeque::new();
         for _ in 0..2000 {
-            ring.push(frame(100), None, &seq, 100_000, false);
+            ring.push(frame(100), None, false);
             ring.take(&fast, ConnectionId::new(), &mut out, usize::MAX);
         }
         // The slow member held the ring until it fell past the bound; then it was dropped and

@@ -78,6 +78,12 @@ impl Connections {
         drop(removed); // outside the lock
     }
 
+    /// Places taken under the cap (open connections and handshakes in progress).
+    #[cfg(feature = "testing")]
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Acquire)
+    }
+
     /// Open connections.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()

@@ -184,9 +184,8 @@ impl Writer {
                 (a, b) => a.or(b),
             };
         };
-        let own = &conn.outbound.own;
         let len = self.batch.len();
-        let taken = own.ring.take_own(own, &mut self.batch, FILL_BYTES);
+        let taken = conn.outbound.own.take(&mut self.batch, FILL_BYTES);
         add(&self.batch, len, taken);
         for sub in lock(&conn.outbound.groups).iter() {
             let len = self.batch.len();
@@ -202,8 +201,7 @@ impl Writer {
 
     /// Registers with every ring to be woken by its next entry; `false` if one has entries.
     fn wait(&self, conn: &Conn) -> bool {
-        let own = &conn.outbound.own;
-        if own.ring.wait(own) {
+        if conn.outbound.own.wait() {
             return false;
         }
         lock(&conn.outbound.groups)

@@ -380,6 +380,15 @@ impl Bus {
         all
     }
 
+    /// Names the registry knows, entries of the index, and listeners (exact and wildcard).
+    #[cfg(feature = "testing")]
+    pub(crate) fn sizes(&self) -> (usize, usize, usize) {
+        let reg = self.lock();
+        let listeners =
+            reg.names.values().map(|n| n.exact.len()).sum::<usize>() + reg.wildcards.len();
+        (reg.names.len(), self.index.len(), listeners)
+    }
+
     /// Whether emitting `name` would run anything (used to skip building lifecycle payloads).
     pub(crate) fn has_listeners(&self, name: &str) -> bool {
         match self.index.pin().get(name) {
