@@ -82,6 +82,11 @@ mod slow {
                 .group_send("feed", &json!({"seq": seq, "pad": padding}))
                 .await
                 .unwrap();
+            // Every member counted once: both until the stalled one is closed (that send
+            // delivers to one and drops the other), then the healthy one alone.
+            let members = if slow_closed == 0 { 2 } else { 1 };
+            assert_eq!(report.delivered + report.dropped, members, "{report:?}");
+            assert_eq!(report.dropped, report.slow_consumers_closed, "{report:?}");
             slow_closed += report.slow_consumers_closed;
             // Let the server's writers and the healthy reader run between sends.
             tokio::task::yield_now().await;
@@ -123,24 +128,39 @@ mod slow {
             .unwrap();
         assert_eq!(stalled.recv_text().await, "joined");
         groups_become(&app, &[("feed", 1)]).await;
+        const SENT: u64 = 3000;
         let padding = "x".repeat(1000);
-        let mut dropped = 0;
-        for seq in 0..3000 {
+        for seq in 0..SENT {
             let report = app
                 .channels()
                 .group_send("feed", &json!({"seq": seq, "pad": padding}))
                 .await
                 .unwrap();
-            dropped += report.dropped;
+            // The stalled member stays and gets every new message; it skips old ones instead.
+            assert_eq!((report.delivered, report.dropped), (1, 0), "{report:?}");
             assert_eq!(report.slow_consumers_closed, 0);
             if seq % 64 == 0 {
                 tokio::task::yield_now().await;
             }
         }
-        assert!(dropped > 0, "some messages did not fit");
+        let skipped = app.channels().metrics().dropped_for_slow_consumers;
+        assert!(skipped > 0, "some messages did not fit");
+        // What the client gets, once it reads again: everything but what was skipped, in
+        // order, the newest last.
+        let mut received = Vec::new();
+        while let Some(message) = stalled.recv_within(Duration::from_millis(500)).await {
+            let Received::Text(text) = message else {
+                panic!("{message:?}")
+            };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            received.push(value["seq"].as_u64().unwrap());
+        }
+        assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert_eq!(received.last(), Some(&(SENT - 1)), "the newest arrives");
         assert_eq!(
-            app.channels().metrics().dropped_for_slow_consumers,
-            dropped as u64
+            received.len() as u64 + skipped,
+            SENT,
+            "every message received or counted as skipped"
         );
         assert_eq!(
             app.channels().groups(),

@@ -319,7 +319,8 @@ impl Groups {
     }
 
     /// Appends the frame to the group's ring (once, whatever the number of members) and deals
-    /// with the members it left too far behind.
+    /// with the members it left too far behind. Every member but the excepted one is counted
+    /// once: delivered, or dropped (a slow consumer closed by this send).
     fn fan_out(
         &self,
         group: &Group,
@@ -329,38 +330,46 @@ impl Groups {
     ) {
         let skip = self.config.slow_consumer == SlowConsumer::Drop;
         let pushed = group.ring.push(Frame::Json(payload), except, skip);
-        report.delivered = pushed.members;
-        if let Some(except) = except
-            && self
-                .connections
+        let excepted = except.is_some_and(|except| {
+            self.connections
                 .get(&except)
                 .is_some_and(|c| c.is_in(&group.ring))
-        {
-            report.delivered -= 1;
+        });
+        let mut members = pushed.members - usize::from(excepted);
+        for laggard in pushed.laggards {
+            if skip {
+                // It stays, skipping its oldest backlog, and gets this message.
+                self.count_missed(laggard.skipped);
+                continue;
+            }
+            if Some(laggard.conn.id) != except {
+                // Not queued for it: it is closed, and is no longer a member.
+                members -= 1;
+                report.dropped += 1;
+            }
+            self.slow_consumer(&laggard.conn, report);
         }
-        for conn in pushed.laggards {
-            report.dropped += 1;
-            self.slow_consumer(&conn, report);
-        }
+        report.delivered += members;
     }
 
+    /// Closes a slow consumer (the `Close` policy) and counts it.
     fn slow_consumer(&self, conn: &Conn, report: &mut SendReport) {
-        match self.config.slow_consumer {
-            SlowConsumer::Close => {
-                if conn.close(
-                    close_code::POLICY_VIOLATION,
-                    "slow consumer: outbound queue full",
-                    Closing::Abort,
-                ) {
-                    report.slow_consumers_closed += 1;
-                    self.counters.slow_closed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(channel = %conn.id, "slow consumer closed");
-                }
-                // It no longer reads this group; its other groups drop it when it closes.
-            }
-            SlowConsumer::Drop => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if conn.close(
+            close_code::POLICY_VIOLATION,
+            "slow consumer: outbound queue full",
+            Closing::Abort,
+        ) {
+            report.slow_consumers_closed += 1;
+            self.counters.slow_closed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(channel = %conn.id, "slow consumer closed");
+        }
+        // It no longer reads this group; its other groups drop it when it closes.
+    }
+
+    /// Counts messages a slow consumer will never get (the `Drop` policy).
+    fn count_missed(&self, messages: u64) {
+        if messages > 0 {
+            self.counters.dropped.fetch_add(messages, Ordering::Relaxed);
         }
     }
 
@@ -391,14 +400,19 @@ impl Groups {
         report.delivered == 1
     }
 
-    /// Offers a JSON text payload to one channel (as its payload type says), never waiting.
+    /// Offers a JSON text payload to one channel (as its payload type says), never waiting. A
+    /// full queue is a slow consumer: closed, or (the `Drop` policy) this message is dropped
+    /// for it.
     fn offer_one(&self, conn: &Conn, payload: &Utf8Bytes, report: &mut SendReport) {
         match conn.offer(&Frame::Json(payload.clone())) {
             Offer::Queued => report.delivered += 1,
             Offer::Closed => report.dropped += 1,
             Offer::Full => {
                 report.dropped += 1;
-                self.slow_consumer(conn, report);
+                match self.config.slow_consumer {
+                    SlowConsumer::Close => self.slow_consumer(conn, report),
+                    SlowConsumer::Drop => self.count_missed(1),
+                }
             }
         }
     }

@@ -27,14 +27,18 @@ pub(crate) use history::HistoryLimits;
 pub use crate::conn::PayloadType;
 use crate::conn::{Closing, Conn, ConnectionId, Frame, WsError, close_code};
 
-/// What a group send does to a member whose outbound queue is full.
+/// What a send does to a member that has fallen more than its outbound queue's bound behind
+/// (`Builder::outbound_queue_bytes`). Either way the others never wait for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumer {
-    /// Close the connection with 1008 "slow consumer" (the default): it leaves its groups and
-    /// the others never wait for it.
+    /// Close the connection with 1008 "slow consumer" (the default): it leaves its groups, and
+    /// the send that found it too far behind counts it as dropped.
     #[default]
     Close,
-    /// Drop the message for that member only, and count it.
+    /// Keep the connection, and skip the oldest messages it has not received, down to the
+    /// bound (as a ring buffer does: a member that comes back gets the newest). Every message a
+    /// member skipped is counted in [`ChannelMetrics::dropped_for_slow_consumers`]. A message
+    /// sent to one channel (`send_to`) whose queue is full is itself dropped, and counted.
     Drop,
 }
 
@@ -194,13 +198,15 @@ pub enum RemoveStatus {
     NoSuchGroup,
 }
 
-/// What a group send (or a send to one channel) did.
+/// What a group send (or a send to one channel) did. Every member on this server but the
+/// excepted one is counted once: `delivered + dropped` is the number of members.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SendReport {
     /// Members (on this server) the message was queued for.
     pub delivered: usize,
-    /// Members it was not queued for: their queue was full, or they were closing.
+    /// Members it was not queued for: slow consumers this send closed, or (a send to one
+    /// channel) a queue that was full or a connection that was closing.
     pub dropped: usize,
     /// Of those, the slow consumers this send closed.
     pub slow_consumers_closed: usize,
@@ -223,7 +229,8 @@ pub struct ChannelMetrics {
     pub groups: usize,
     /// Connections closed because their queue was full.
     pub slow_consumers_closed: u64,
-    /// Messages dropped for slow consumers (with [`SlowConsumer::Drop`]).
+    /// Messages slow consumers never got (with [`SlowConsumer::Drop`]): each message counted
+    /// once for every member that skipped it.
     pub dropped_for_slow_consumers: u64,
     /// Channels closed because they expired.
     pub expired: u64,

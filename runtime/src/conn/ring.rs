@@ -74,8 +74,17 @@ struct Inner {
 pub(crate) struct Pushed {
     /// Members when the frame was appended (the excepted one included).
     pub(crate) members: usize,
-    /// Members that fell behind by more than the bound (no longer in the ring).
-    pub(crate) laggards: Vec<Arc<Conn>>,
+    /// Members that fell behind by more than the bound: no longer in the ring, or (skipping)
+    /// moved past what they missed.
+    pub(crate) laggards: Vec<Laggard>,
+}
+
+/// A member that fell behind by more than the bound.
+#[derive(Debug)]
+pub(crate) struct Laggard {
+    pub(crate) conn: Arc<Conn>,
+    /// Messages it skipped (when laggards skip rather than leave): each one it will never get.
+    pub(crate) skipped: u64,
 }
 
 #[derive(Debug)]
@@ -275,7 +284,7 @@ impl Inner {
 
     /// The members whose unread entries exceed `bound` bytes: removed and returned, or (with
     /// `skip`) moved forward past what they missed.
-    fn drop_laggards(&mut self, bound: usize, skip: bool, pushed: u64) -> Vec<Arc<Conn>> {
+    fn drop_laggards(&mut self, bound: usize, skip: bool, pushed: u64) -> Vec<Laggard> {
         // The first index a member may be at without being more than `bound` behind, and the
         // ring's byte position there.
         let mut limit = self.base + self.entries.len() as u64;
@@ -289,13 +298,24 @@ impl Inner {
             limit -= 1;
             position = entry.start;
         }
+        let (base, entries) = (self.base, &self.entries);
+        // The entries from `from` to the limit that were meant for `conn`.
+        let missed = |conn: &Conn, from: u64| {
+            let range = (from.max(base) - base) as usize..(limit - base) as usize;
+            entries
+                .range(range)
+                .filter(|e| e.except != Some(conn.id))
+                .count() as u64
+        };
         let mut laggards = Vec::new();
         self.subs.retain(|sub| {
-            if sub.next.load(Ordering::Relaxed) >= limit {
+            let next = sub.next.load(Ordering::Relaxed);
+            if next >= limit {
                 return true;
             }
             if let Some(conn) = sub.conn.upgrade() {
-                laggards.push(conn);
+                let skipped = if skip { missed(&conn, next) } else { 0 };
+                laggards.push(Laggard { conn, skipped });
             }
             if skip {
                 sub.next.store(limit, Ordering::Relaxed);
