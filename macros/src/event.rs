@@ -270,15 +270,14 @@ pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenS
     let func = match func {
         Ok(func) => func,
         Err(item) => {
-            let error = errors.finish().expect_err("parse_fn reported why");
-            return handler::with_errors(item, error);
+            return handler::with_errors(item, errors.into_error("the listener"));
         }
     };
-    if let Err(error) = errors.finish() {
-        return handler::with_errors(func, error);
+    match (errors.finish(), listener) {
+        (Ok(()), Some(listener)) => generate(kind, &listener, &func),
+        (Err(error), _) => handler::with_errors(func, error),
+        (Ok(()), None) => handler::with_errors(func, Errors::default().into_error("the listener")),
     }
-    let listener = listener.expect("no errors, so the attribute was valid");
-    generate(kind, &listener, &func)
 }
 
 fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
@@ -303,7 +302,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
         ReturnType::Default => name.span(),
     };
     let ret_private = private::path_at(ret_span);
-    let callee = Ident::new(&name.to_string(), ret_span);
+    let callee = handler::respan(name, ret_span);
     let call = quote_spanned!(ret_span=> #callee(#(#args),*));
     let run = if func.sig.asyncness.is_some() {
         quote_spanned!(ret_span=> #ret_private::ListenerCall::pending(#call))
@@ -311,6 +310,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
         quote_spanned!(ret_span=> #ret_private::ListenerCall::done(#call))
     };
     let registration = registration(kind, listener, name);
+    let cfg = handler::cfg_attrs(func);
     let check_const = match &listener.event {
         Event::Const(path) => {
             let at = private::path_at(path.span());
@@ -324,6 +324,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
     quote_spanned! {name.span()=>
         #func
 
+        #(#cfg)*
         #[doc(hidden)]
         #[allow(non_upper_case_globals, unused_qualifications, clippy::unit_arg)]
         const _: () = {
@@ -376,7 +377,7 @@ fn registration(kind: Kind, listener: &Listener, name: &Ident) -> TokenStream {
         .map_or_else(|| quote!(""), |ns| quote!(#ns));
     let priority = &listener.priority;
     let once = matches!(kind, Kind::Once);
-    let function = name.to_string();
+    let function = handler::display_name(name);
     // At the call site, so `line!()` is the attribute's line: two attributes on one function
     // are two places.
     quote! {

@@ -30,6 +30,13 @@ impl Errors {
     pub(crate) fn finish(self) -> Result<(), syn::Error> {
         self.0.map_or(Ok(()), Err)
     }
+
+    /// The errors collected, or (where the caller knows there must be one) an error saying
+    /// what could not be expanded: never a panic.
+    pub(crate) fn into_error(self, what: &str) -> syn::Error {
+        self.0
+            .unwrap_or_else(|| syn::Error::new(Span::call_site(), format!("cannot expand {what}")))
+    }
 }
 
 /// The span of the part `range` (in bytes of the value) of a string literal, or the whole
@@ -124,19 +131,17 @@ fn check_signature(sig: &Signature, rules: &Rules, errors: &mut Errors) {
             None,
         );
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        let span = if sig.generics.params.is_empty() {
-            sig.generics.where_clause.span()
-        } else {
-            sig.generics.span()
-        };
+    if !sig.generics.params.is_empty() {
         errors.push(
-            span,
+            sig.generics.span(),
             format!("{} cannot be generic", rules.what),
             Some("use concrete types: the framework calls the function through a registration made at compile time"),
         );
     }
     for input in &sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            check_param_type(&typed.ty, rules, errors);
+        }
         if let FnArg::Receiver(receiver) = input {
             errors.push(
                 receiver.self_token.span,
@@ -148,6 +153,48 @@ fn check_signature(sig: &Signature, rules: &Rules, errors: &mut Errors) {
             );
         }
     }
+}
+
+/// Parameter types the framework cannot supply: generic ones and borrowed ones.
+fn check_param_type(ty: &syn::Type, rules: &Rules, errors: &mut Errors) {
+    match ty {
+        syn::Type::ImplTrait(t) => errors.push(
+            t.impl_token.span,
+            format!("{} cannot take an `impl Trait` parameter", rules.what),
+            Some("an `impl Trait` parameter is generic: use a concrete type"),
+        ),
+        syn::Type::Reference(r) => errors.push(
+            r.and_token.span,
+            format!("{} takes its parameters by value", rules.what),
+            Some(
+                "the framework builds each argument and hands it over: take the owned type (`String`, `Value`, `App`, ..)",
+            ),
+        ),
+        syn::Type::Paren(p) => check_param_type(&p.elem, rules, errors),
+        syn::Type::Group(g) => check_param_type(&g.elem, rules, errors),
+        _ => {}
+    }
+}
+
+/// The `#[cfg]` attributes of the function, to put on what is generated for it: a function
+/// that is compiled out takes its registration with it.
+pub(crate) fn cfg_attrs(func: &ItemFn) -> Vec<&syn::Attribute> {
+    func.attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect()
+}
+
+/// `name` carrying `span` (raw identifiers such as `r#match` stay raw).
+pub(crate) fn respan(name: &syn::Ident, span: Span) -> syn::Ident {
+    let mut name = name.clone();
+    name.set_span(span);
+    name
+}
+
+/// The function's name as registrations and messages show it (`match` for `r#match`).
+pub(crate) fn display_name(name: &syn::Ident) -> String {
+    syn::ext::IdentExt::unraw(name).to_string()
 }
 
 /// The keyword that names what kind of item this is (`struct`, `enum`, ..): the smallest token

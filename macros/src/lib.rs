@@ -75,3 +75,241 @@ pub fn once(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn ws_route(args: TokenStream, item: TokenStream) -> TokenStream {
     route::expand(args.into(), item.into()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every input gives working code or a spanned error, never a panic: thousands of token
+    //! streams made by mutating valid attributes and functions go through each macro.
+
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::str::FromStr;
+
+    use proc_macro2::{Delimiter, Group, Literal, TokenStream, TokenTree};
+
+    /// A small deterministic generator (xorshift), so a failure is reproducible.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    const ARGS: &[&str] = &[
+        r#""room.message""#,
+        r#""room.message", priority = high, namespace = "ns""#,
+        r#""chat.*""#,
+        r#"ROOM_MESSAGE"#,
+        r#"names::WS_ERROR, priority = lowest"#,
+        r#""/chat/{room}""#,
+        r#""/items/{id:int}/{rest:path}""#,
+        r#""/""#,
+    ];
+
+    const ITEMS: &[&str] = &[
+        "async fn f(msg: Value, app: App) -> Result<(), String> { Ok(()) }",
+        "pub(crate) fn r#match(State(s): State<Config>) {}",
+        "async fn chat(mut ws: WebSocket, room: String, app: App) -> Result<(), WsError> { ws.accept().await }",
+        "#[doc = \"x\"] async fn r#type(mut ws: WebSocket, r#type: u32) where u32: Copy {}",
+        "struct NotAFunction;",
+    ];
+
+    /// Tokens a mutation may insert: odd literals, punctuation, keywords, groups.
+    fn atom(rng: &mut Rng) -> TokenTree {
+        const LITERALS: &[&str] = &[
+            "",
+            " ",
+            "a b",
+            "é",
+            "é.ü",
+            "{",
+            "}",
+            "{x:",
+            "{x:int",
+            "{:int}",
+            "/{a}/{a}",
+            "**",
+            "***",
+            "a.**b",
+            ".",
+            "::",
+            "a..b",
+            "\\",
+            "\"",
+            "r#match",
+            "/x/{rest:path}/y",
+            "/items/{id:nope}",
+            "\u{0}",
+            "\u{3000}",
+        ];
+        match rng.below(6) {
+            0 => {
+                let text = LITERALS[rng.below(LITERALS.len())];
+                TokenTree::Literal(Literal::string(text))
+            }
+            1 => TokenTree::Literal(Literal::string(&"a".repeat(rng.below(5000)))),
+            2 => TokenTree::Literal(Literal::u32_unsuffixed(rng.below(1000) as u32)),
+            3 => {
+                let source = [
+                    "=", ",", "::", "#", "&", "*", "->", "!", "'a", "..", ";", "<", ">",
+                ];
+                TokenStream::from_str(source[rng.below(source.len())])
+                    .expect("valid tokens")
+                    .into_iter()
+                    .next()
+                    .expect("one token")
+            }
+            4 => {
+                let words = [
+                    "fn",
+                    "async",
+                    "pub",
+                    "self",
+                    "Self",
+                    "impl",
+                    "dyn",
+                    "where",
+                    "mut",
+                    "r#fn",
+                    "priority",
+                    "namespace",
+                    "high",
+                    "WebSocket",
+                    "App",
+                    "T",
+                    "unsafe",
+                    "extern",
+                ];
+                TokenStream::from_str(words[rng.below(words.len())])
+                    .expect("valid tokens")
+                    .into_iter()
+                    .next()
+                    .expect("one token")
+            }
+            _ => {
+                let delimiters = [Delimiter::Parenthesis, Delimiter::Brace, Delimiter::Bracket];
+                let inner: TokenStream = (0..rng.below(3)).map(|_| atom(rng)).collect();
+                TokenTree::Group(Group::new(delimiters[rng.below(3)], inner))
+            }
+        }
+    }
+
+    /// `tokens` with a few random mutations, recursing into groups.
+    fn mutate(tokens: TokenStream, rng: &mut Rng, depth: usize) -> TokenStream {
+        let mut trees: Vec<TokenTree> = tokens.into_iter().collect();
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(trees.len() + 1);
+            match rng.below(5) {
+                0 if at < trees.len() => {
+                    trees.remove(at);
+                }
+                1 if at < trees.len() => {
+                    let copy = trees[at].clone();
+                    trees.insert(at, copy);
+                }
+                2 if at < trees.len() && depth < 3 => {
+                    if let TokenTree::Group(group) = &trees[at] {
+                        let inner = mutate(group.stream(), rng, depth + 1);
+                        trees[at] = TokenTree::Group(Group::new(group.delimiter(), inner));
+                    }
+                }
+                3 if at < trees.len() => trees[at] = atom(rng),
+                _ => trees.insert(at, atom(rng)),
+            }
+        }
+        trees.into_iter().collect()
+    }
+
+    fn expands_without_panicking(expand: impl Fn(TokenStream, TokenStream) -> TokenStream) {
+        let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+        let mut errors = 0;
+        const CASES: usize = 6000;
+        for case in 0..CASES {
+            let args = TokenStream::from_str(ARGS[rng.below(ARGS.len())]).expect("valid");
+            let item = TokenStream::from_str(ITEMS[rng.below(ITEMS.len())]).expect("valid");
+            let (args, item) = match rng.below(3) {
+                0 => (mutate(args, &mut rng, 0), item),
+                1 => (args, mutate(item, &mut rng, 0)),
+                _ => (mutate(args, &mut rng, 0), mutate(item, &mut rng, 0)),
+            };
+            let shown = format!("args `{args}`, item `{item}`");
+            let output = catch_unwind(AssertUnwindSafe(|| expand(args, item)))
+                .unwrap_or_else(|_| panic!("case {case} panicked: {shown}"));
+            if output.to_string().contains("compile_error") {
+                errors += 1;
+            }
+        }
+        assert!(errors > CASES / 2, "most mutations are mistakes: {errors}");
+    }
+
+    #[test]
+    fn on_never_panics() {
+        expands_without_panicking(|args, item| {
+            crate::event::expand(crate::event::Kind::On, args, item)
+        });
+    }
+
+    #[test]
+    fn once_never_panics() {
+        expands_without_panicking(|args, item| {
+            crate::event::expand(crate::event::Kind::Once, args, item)
+        });
+    }
+
+    #[test]
+    fn ws_route_never_panics() {
+        expands_without_panicking(crate::route::expand);
+    }
+
+    #[test]
+    fn known_mistakes_are_errors() {
+        let cases: &[(&str, &str)] = &[
+            (r#""""#, "fn f() {}"),
+            (r#""a b""#, "fn f() {}"),
+            (r#""é""#, "fn f() {}"),
+            (r#""room.message""#, "struct S;"),
+            (r#""room.message""#, "fn f(self) {}"),
+            (r#""room.message""#, "fn f<T>(t: T) {}"),
+            (r#""room.message""#, "fn f(x: impl Clone) {}"),
+            (r#""room.message""#, "fn f(x: &str) {}"),
+            (r#"RoomMessage"#, "fn f() {}"),
+            (r#"ROOM, OTHER"#, "fn f() {}"),
+            (r#""a", priority = "high""#, "fn f() {}"),
+            (r#""a", colour = blue"#, "fn f() {}"),
+        ];
+        for (args, item) in cases {
+            let output = crate::event::expand(
+                crate::event::Kind::On,
+                TokenStream::from_str(args).expect("valid"),
+                TokenStream::from_str(item).expect("valid"),
+            );
+            assert!(
+                output.to_string().contains("compile_error"),
+                "#[on({args})] {item}: {output}"
+            );
+        }
+        for (args, item) in [
+            (r#""chat""#, "async fn f(mut ws: WebSocket) {}"),
+            (r#""/{a}/{a}""#, "async fn f(mut ws: WebSocket) {}"),
+            (r#""/x""#, "fn f(mut ws: WebSocket) {}"),
+            (r#""/x""#, "async fn f() {}"),
+            (r#""/x""#, "async fn f(a: WebSocket, b: WebSocket) {}"),
+        ] {
+            let output = crate::route::expand(
+                TokenStream::from_str(args).expect("valid"),
+                TokenStream::from_str(item).expect("valid"),
+            );
+            assert!(
+                output.to_string().contains("compile_error"),
+                "#[ws_route({args})] {item}: {output}"
+            );
+        }
+    }
+}

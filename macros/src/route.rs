@@ -196,19 +196,19 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let func = match func {
         Ok(func) => func,
         Err(item) => {
-            let error = errors.finish().expect_err("parse_fn reported why");
-            return handler::with_errors(item, error);
+            return handler::with_errors(item, errors.into_error("the WebSocket route"));
         }
     };
     let params = route
         .as_ref()
         .map(|route| classify(&func, route, &mut errors));
-    if let Err(error) = errors.finish() {
-        return handler::with_errors(func, error);
+    match (errors.finish(), route, params) {
+        (Ok(()), Some(route), Some(params)) => generate(&route, &params, &func),
+        (Err(error), ..) => handler::with_errors(func, error),
+        (Ok(()), ..) => {
+            handler::with_errors(func, Errors::default().into_error("the WebSocket route"))
+        }
     }
-    let route = route.expect("no errors, so the path was valid");
-    let params = params.expect("classified with the route");
-    generate(&route, &params, &func)
 }
 
 fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
@@ -223,13 +223,15 @@ fn generate(route: &Route, params: &[Param<'_>], func: &ItemFn) -> TokenStream {
         ReturnType::Default => name.span(),
     };
     let ret_private = private::path_at(ret_span);
-    let callee = Ident::new(&name.to_string(), ret_span);
+    let callee = handler::respan(name, ret_span);
     let run = quote_spanned!(ret_span=> #ret_private::WsStart::run(#callee(#(#args),*)));
     let extractor_trait = extractor_trait(route, name.span());
     let registration = registration(route, name);
+    let cfg = handler::cfg_attrs(func);
     quote_spanned! {name.span()=>
         #func
 
+        #(#cfg)*
         #[doc(hidden)]
         #[allow(non_camel_case_types, unused_qualifications)]
         const _: () = {
@@ -356,7 +358,7 @@ fn registration(route: &Route, name: &Ident) -> TokenStream {
         let variant = Ident::new(converter.variant(), Span::call_site());
         quote!((#name, #private::Converter::#variant))
     });
-    let function = name.to_string();
+    let function = handler::display_name(name);
     // At the call site, so `line!()` is the attribute's line.
     quote! {
         #private::inventory::submit! {

@@ -58,6 +58,34 @@ async fn boxed(mut ws: WebSocket) -> Result<(), Box<dyn std::error::Error + Send
     Ok(())
 }
 
+/// A raw identifier as the name and as a path parameter, a visibility, attributes, `where`.
+#[ws_route("/kinds/{type}")]
+#[allow(clippy::unused_async)]
+pub(crate) async fn r#type(mut ws: WebSocket, r#type: String) -> Result<(), WsError>
+where
+    String: Clone,
+{
+    let _ = r#type;
+    ws.accept().await
+}
+
+/// Compiled out: the route goes with it.
+#[ws_route("/never")]
+#[cfg(any())]
+async fn never(mut ws: WebSocket) {}
+
+mod nested {
+    pub mod deeper {
+        use switchboard::prelude::*;
+
+        /// Documented.
+        #[ws_route("/nested/deep")]
+        pub async fn deep(mut ws: WebSocket, _app: App) -> Result<(), WsError> {
+            ws.accept().await
+        }
+    }
+}
+
 fn main() {
     App::builder()
         .only_module(module_path!())

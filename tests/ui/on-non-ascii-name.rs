@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[on("salle.événement")]
+async fn listener() {}
+
+fn main() {}
