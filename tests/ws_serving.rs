@@ -421,5 +421,58 @@ mod conflicts {
             .build()
             .unwrap_err();
         assert!(error.to_string().contains("must start with `/`"), "{error}");
+        // The router panics past 25 captures (found by fuzzing): an error here.
+        let many: String = (0..30).map(|i| format!("/{{p{i}}}")).collect();
+        let error = App::builder()
+            .only_module(format!("{}::with_http", module_path!()))
+            .route(&many, get(|| async { "http" }))
+            .build()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("more than 16 captures"),
+            "{error}"
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use switchboard::App;
+        use switchboard::axum::Router;
+        use switchboard::axum::routing::get;
+
+        /// Paths of one to four segments: static words, captures, catch-alls.
+        fn path() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop::sample::select(&["a", "b", "{x}", "{y}", "{*rest}", "{*tail}"][..]),
+                1..=4,
+            )
+            .prop_map(|segments| format!("/{}", segments.join("/")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// The builder refuses a set of routes exactly when axum would panic on it: the
+            /// brute force is to build the axum router itself.
+            #[test]
+            fn conflicts_are_found_exactly_where_axum_would_panic(
+                paths in proptest::collection::btree_set(path(), 1..=4),
+            ) {
+                let mut builder = App::builder().only_module("ws_serving::conflicts::nothing");
+                for p in &paths {
+                    builder = builder.route(p, get(|| async {}));
+                }
+                let refused = builder.build().is_err();
+                let panicked = std::panic::catch_unwind(|| {
+                    let mut router: Router = Router::new();
+                    for p in &paths {
+                        router = router.route(p, get(|| async {}));
+                    }
+                    router
+                })
+                .is_err();
+                prop_assert_eq!(refused, panicked, "{:?}", paths);
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::routing::MethodRouter;
-use switchboard_syntax::event_name;
+use switchboard_syntax::{event_name, route_path};
 
 use crate::event::{EventContext, ListenerCall, Priority};
 use crate::ws::handler::Route;
@@ -216,6 +216,10 @@ fn http_path_problem(path: &str) -> Option<&'static str> {
     }
     if path.split('/').any(|s| s.starts_with(':')) {
         return Some("captures are written `{name}`, not `:name`");
+    }
+    // The router would panic on too many (found by fuzzing).
+    if path.matches('{').count() > route_path::MAX_PARAMS {
+        return Some("more than 16 captures");
     }
     None
 }

@@ -223,6 +223,8 @@ impl HttpResponse {
 pub struct Refused {
     /// The status.
     pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
     /// The body, as (lossy) UTF-8.
     pub body: String,
 }
@@ -288,6 +290,7 @@ impl ClientRequest {
             }),
             Err(tungstenite::Error::Http(response)) => Err(Refused {
                 status: response.status(),
+                headers: response.headers().clone(),
                 body: response
                     .body()
                     .as_deref()

@@ -304,12 +304,22 @@ fn match_from(
 mod tests {
     use super::*;
 
+    /// The matcher's answer, which the brute-force reference must give too.
     fn matches(pattern: &str, name: &str) -> bool {
         assert!(
             check(pattern, Kind::Pattern).unwrap(),
             "{pattern} has no wildcard"
         );
-        Pattern::new(pattern).matches(name)
+        let answer = Pattern::new(pattern).matches(name);
+        // The brute force is exponential in the number of `**`.
+        if pattern.matches("**").count() <= 4 {
+            assert_eq!(
+                crate::reference::matches(pattern, name),
+                answer,
+                "{pattern} on {name}: the reference disagrees"
+            );
+        }
+        answer
     }
 
     fn refused(text: &str, kind: Kind) -> (Range<usize>, String) {
@@ -396,5 +406,58 @@ mod tests {
             "**.**.**.**.**.**.**.**.**.z",
             "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.y"
         ));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{Kind, Pattern, check};
+        use crate::reference;
+
+        /// Names or patterns of one to `max` segments from `segments`, joined by `.` or `:`.
+        fn joined(segments: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+            proptest::collection::vec((prop::sample::select(segments), prop::bool::ANY), 1..=max)
+                .prop_map(|parts| {
+                    let mut text = String::new();
+                    for (i, (segment, colon)) in parts.into_iter().enumerate() {
+                        if i > 0 {
+                            text.push(if colon { ':' } else { '.' });
+                        }
+                        text.push_str(segment);
+                    }
+                    text
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 4000,
+                max_global_rejects: 100_000,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn the_matcher_agrees_with_brute_force(
+                pattern in joined(&["a", "b", "ab", "*", "**"], 5),
+                name in joined(&["a", "b", "ab"], 6),
+            ) {
+                prop_assume!(check(&pattern, Kind::Pattern) == Ok(true));
+                prop_assert_eq!(
+                    Pattern::new(&pattern).matches(&name),
+                    reference::matches(&pattern, &name),
+                    "pattern {} name {}", pattern, name
+                );
+            }
+
+            #[test]
+            fn any_text_is_checked_without_panicking(text in ".{0,40}") {
+                let _ = check(&text, Kind::Pattern);
+                let _ = check(&text, Kind::Namespace);
+                if let Err(e) = check(&text, Kind::Pattern) {
+                    prop_assert!(text.get(e.range.clone()).is_some(), "the range is on char boundaries");
+                    prop_assert!(!e.message(&text).is_empty());
+                }
+            }
+        }
     }
 }

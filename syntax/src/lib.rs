@@ -7,3 +7,6 @@
 
 pub mod event_name;
 pub mod route_path;
+
+#[cfg(any(test, fuzzing))]
+pub mod reference;

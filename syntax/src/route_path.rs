@@ -112,6 +112,9 @@ fn error(range: Range<usize>, message: impl Into<String>, help: Option<&'static 
     }
 }
 
+/// The most path parameters a route may have (the router axum uses cannot take more than 25).
+pub const MAX_PARAMS: usize = 16;
+
 const CONVERTERS: &str = "valid converters are `str`, `int`, `float`, `path`, `uuid` and `slug`";
 
 /// Parses a template; the first mistake is reported.
@@ -124,8 +127,9 @@ pub fn parse(template: &str) -> Result<Vec<Segment<'_>>, PathError> {
         ));
     }
     if !template.starts_with('/') {
+        let first = template.chars().next().map_or(1, char::len_utf8);
         return Err(error(
-            0..1,
+            0..first,
             "the route path must start with `/`",
             Some("write `/` first, such as `/chat/{room}`"),
         ));
@@ -170,6 +174,17 @@ pub fn parse(template: &str) -> Result<Vec<Segment<'_>>, PathError> {
         } = segment
         {
             path_param = Some((range.clone(), name));
+        }
+        let params = segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Param { .. }))
+            .count();
+        if params == MAX_PARAMS && matches!(segment, Segment::Param { .. }) {
+            return Err(error(
+                range,
+                format!("more than {MAX_PARAMS} path parameters"),
+                Some("a route has at most 16 path parameters: take the rest as one `{rest:path}`"),
+            ));
         }
         segments.push(segment);
         start = range.end + 1;
@@ -335,6 +350,14 @@ mod tests {
         assert_eq!(
             message("chat"),
             (0..1, "the route path must start with `/`".into())
+        );
+        let many: String = (0..17).map(|i| format!("/{{p{i}}}")).collect();
+        assert_eq!(message(&many).1, "more than 16 path parameters");
+        assert!(parse(&many[..many.len() - 6]).is_ok(), "16 are fine");
+        // Found by fuzzing: the range covers the whole first character.
+        assert_eq!(
+            message("ҋs/n"),
+            (0..2, "the route path must start with `/`".into())
         );
         assert_eq!(
             message("/a//b"),

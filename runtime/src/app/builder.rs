@@ -1,6 +1,7 @@
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,11 +15,11 @@ use super::{App, AppInner, router};
 use crate::broker::{self, Broker, Local};
 use crate::channel::groups::{Groups, GroupsConfig};
 use crate::channel::{HistoryLimits, SlowConsumer};
-use crate::conn::{ConnConfig, Connections};
+use crate::conn::{ConnConfig, Connections, Limits};
 use crate::event::bus::{Bus, BusConfig, Spec};
 use crate::event::{Callable, Incoming};
-use crate::registry::{self, HttpRoute, ListenerRegistration};
-use crate::ws::WsSettings;
+use crate::registry::{self, HttpRoute, ListenerRegistration, Routes};
+use crate::ws::{InboundLimit, WsSettings};
 use crate::{Error, ErrorKind};
 
 /// Settings of an [`App`], the registrations it keeps, and the HTTP routes that join it.
@@ -49,8 +50,13 @@ pub struct Builder {
     write_buffer_size: usize,
     conn: ConnConfig,
     origins: Option<Vec<String>>,
-    max_connections: usize,
+    limits: Limits,
     shutdown_timeout: Duration,
+    handshake_timeout: Duration,
+    request_head_timeout: Duration,
+    trusted_proxies: Vec<IpAddr>,
+    inbound_limit: Option<InboundLimit>,
+    route_limits: HashMap<String, InboundLimit>,
     http: Vec<HttpRoute>,
     fallback: Option<Router<App>>,
     broker: Option<Arc<dyn Broker>>,
@@ -66,7 +72,7 @@ impl std::fmt::Debug for Builder {
             .field("max_message_size", &self.max_message_size)
             .field("conn", &self.conn)
             .field("origins", &self.origins)
-            .field("max_connections", &self.max_connections)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -86,8 +92,17 @@ impl Builder {
             write_buffer_size: 128 * 1024,
             conn: ConnConfig::new(),
             origins: None,
-            max_connections: 50_000,
+            limits: Limits {
+                max: 50_000,
+                per_address: None,
+                rate: None,
+            },
             shutdown_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            request_head_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+            inbound_limit: None,
+            route_limits: HashMap::new(),
             http: Vec::new(),
             fallback: None,
             broker: None,
@@ -214,7 +229,63 @@ impl Builder {
     /// The most WebSocket connections open at once (default 50,000); handshakes past it are
     /// refused with 503.
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
+        self.limits.max = max;
+        self
+    }
+
+    /// The most WebSocket connections open at once from one client address (default: no
+    /// limit); handshakes past it are refused with 429, before the handler runs. Behind a
+    /// proxy, say which with [`trusted_proxies`](Self::trusted_proxies), or every client
+    /// shares the proxy's address.
+    pub fn max_connections_per_address(mut self, max: usize) -> Self {
+        self.limits.per_address = Some(max);
+        self
+    }
+
+    /// At most `rate` new WebSocket connections per second, with bursts of up to `burst`
+    /// (default: no limit): a reconnect storm is spread out; handshakes past it are refused
+    /// with 503 and `Retry-After: 1`, before the handler runs.
+    pub fn max_new_connections_per_second(mut self, rate: u32, burst: u32) -> Self {
+        self.limits.rate = Some((f64::from(rate), f64::from(burst.max(1))));
+        self
+    }
+
+    /// The proxies in front of the app (default: none). A request from one of them is taken
+    /// to come from the last address in its `X-Forwarded-For` header that is not itself one
+    /// of them; from anywhere else, the header is ignored (a client could write anything in
+    /// it).
+    pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(mut self, proxies: I) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// How fast each client may send (default: no limit): see [`InboundLimit`]. A route of
+    /// its own limit ([`route_inbound_limit`](Self::route_inbound_limit)) ignores this one.
+    pub fn inbound_limit(mut self, limit: InboundLimit) -> Self {
+        self.inbound_limit = Some(limit);
+        self
+    }
+
+    /// How fast each client of the WebSocket route `template` (as written in its
+    /// `#[ws_route]`, such as `"/chat/{room}"`) may send. A template no route has is an error
+    /// when the app is built.
+    pub fn route_inbound_limit(mut self, template: &str, limit: InboundLimit) -> Self {
+        self.route_limits.insert(template.to_owned(), limit);
+        self
+    }
+
+    /// How long a handler may take to accept or refuse a connection (default 10 s): past it,
+    /// the client gets 503 and the handler is dropped.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send its request head once connected (default 10 s):
+    /// past it, the TCP connection is closed (with [`App::serve`](crate::App::serve) and
+    /// [`App::bind`](crate::App::bind); a server of your own sets its own).
+    pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
+        self.request_head_timeout = timeout;
         self
     }
 
@@ -329,7 +400,8 @@ impl Builder {
             false => None,
         };
         let broker = from_env.or(self.broker).unwrap_or_else(|| Arc::new(Local));
-        let connections = Connections::new(self.max_connections);
+        let route_limits = check_route_limits(self.route_limits, &routes)?;
+        let connections = Connections::new(self.limits);
         let groups = Groups::new(
             broker.clone(),
             self.groups,
@@ -350,6 +422,11 @@ impl Builder {
                 conn: conns,
                 origins: self.origins,
                 shutdown_timeout: self.shutdown_timeout,
+                handshake_timeout: self.handshake_timeout,
+                request_head_timeout: self.request_head_timeout,
+                trusted_proxies: self.trusted_proxies,
+                inbound_limit: self.inbound_limit,
+                route_limits,
             },
             router: router::assemble(routes),
             fallback: self.fallback,
@@ -382,6 +459,21 @@ impl Builder {
             "history_max_age must be more than zero"
         } else if self.conn.ping_interval == Some(Duration::ZERO) {
             "ping_interval must be more than zero (use disable_pings to turn pings off)"
+        } else if self.limits.per_address == Some(0) {
+            "max_connections_per_address must be at least 1"
+        } else if self.limits.rate.is_some_and(|(rate, _)| rate <= 0.0) {
+            "max_new_connections_per_second must be at least 1"
+        } else if self.handshake_timeout.is_zero() {
+            "handshake_timeout must be more than zero"
+        } else if self.request_head_timeout.is_zero() {
+            "request_head_timeout must be more than zero"
+        } else if let Some(problem) = self
+            .inbound_limit
+            .iter()
+            .chain(self.route_limits.values())
+            .find_map(InboundLimit::problem)
+        {
+            problem
         } else {
             return Ok(());
         };
@@ -410,4 +502,32 @@ fn bus(config: BusConfig, listeners: &[&'static ListenerRegistration]) -> Result
         })?;
     }
     Ok(bus)
+}
+
+/// The route limits, each for a WebSocket route the app has.
+fn check_route_limits(
+    limits: HashMap<String, InboundLimit>,
+    routes: &Routes,
+) -> Result<HashMap<String, InboundLimit>, Error> {
+    let unknown: Vec<&str> = limits
+        .keys()
+        .filter(|template| !routes.ws.iter().any(|r| r.route.path == template.as_str()))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(limits);
+    }
+    let known: Vec<&str> = routes.ws.iter().map(|r| r.route.path).collect();
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "route_inbound_limit for {}: no such WebSocket route (the routes are {})",
+            unknown.join(", "),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ),
+    ))
 }

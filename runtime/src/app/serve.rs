@@ -7,8 +7,15 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
 
 use super::App;
 use crate::Error;
@@ -115,23 +122,67 @@ impl Server {
             tokio::spawn(watch_signals(token.clone()));
         }
         let router = app.router();
-        let listener = listener.tap_io(|tcp| {
-            // Small frames go out at once; the writer batches what is queued anyway.
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future();
+        let head_timeout = app.ws().request_head_timeout;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = token.cancelled() => break,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    // Small frames go out at once; the writer batches what is queued anyway.
+                    let _ = tcp.set_nodelay(true);
+                    let connection =
+                        serve_connection(tcp, peer, router.clone(), token.clone(), head_timeout);
+                    app.tasks().spawn(connection);
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
         let shutdown = app.shutdown_handle();
-        let (served, ()) = tokio::join!(serve, async {
-            token.cancelled().await;
-            shutdown.close_connections();
-        });
+        shutdown.close_connections();
         shutdown.wait().await;
-        served.map_err(|e| Error::io("the server failed", e))
+        Ok(())
+    }
+}
+
+/// Serves one TCP connection: HTTP/1.1 requests (each with the peer's address, as axum's
+/// `ConnectInfo`), upgrades, and a bound on the time its request head may take (a connection
+/// that never sends one is closed). At shutdown, a request in progress is finished first.
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    token: CancellationToken,
+    head_timeout: Duration,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move { router.call(request.map(Body::new)).await }
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let connection = http
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
+            }
+        }
+        () = token.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 
@@ -144,7 +195,7 @@ impl IntoFuture for Server {
     }
 }
 
-async fn watch_signals(token: tokio_util::sync::CancellationToken) {
+async fn watch_signals(token: CancellationToken) {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

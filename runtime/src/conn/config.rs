@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,6 +20,31 @@ pub(crate) struct ConnConfig {
     pub(crate) expiring: AtomicUsize,
     /// Rings alive (for the churn tests: nothing may outlive its connection or group).
     pub(crate) rings: AtomicUsize,
+    /// What the protections of connections did.
+    pub(crate) counters: ConnCounters,
+}
+
+/// What the protections of an app's connections did (see `App::connection_metrics`).
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    /// Handshakes refused: the connection cap.
+    pub(crate) refused_full: AtomicU64,
+    /// Handshakes refused: too many connections from one address.
+    pub(crate) refused_per_address: AtomicU64,
+    /// Handshakes refused: too many new connections per second.
+    pub(crate) refused_rate: AtomicU64,
+    /// Handlers that neither accepted nor refused in time.
+    pub(crate) handshake_timeouts: AtomicU64,
+    /// Times a client was paused for sending past its inbound limit.
+    pub(crate) rate_limit_pauses: AtomicU64,
+    /// Connections closed for sending past their inbound limit.
+    pub(crate) rate_limit_closes: AtomicU64,
+}
+
+impl ConnCounters {
+    pub(crate) fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl ConnConfig {
@@ -34,6 +59,7 @@ impl ConnConfig {
             epoch: Instant::now(),
             expiring: AtomicUsize::new(0),
             rings: AtomicUsize::new(0),
+            counters: ConnCounters::default(),
         }
     }
 

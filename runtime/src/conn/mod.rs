@@ -19,6 +19,7 @@
 //! - [`error`]: close codes and [`WsError`].
 
 mod attributes;
+mod bucket;
 mod close;
 mod config;
 mod error;
@@ -38,13 +39,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures_util::task::AtomicWaker;
 
 pub use attributes::PayloadType;
+pub(crate) use bucket::TokenBucket;
 pub(crate) use close::Closing;
-pub(crate) use config::ConnConfig;
+pub(crate) use config::{ConnConfig, ConnCounters};
 pub use error::{WsError, close_code};
 pub(crate) use frame::{Frame, Offer};
 pub use id::ConnectionId;
 pub(crate) use socket::Socket;
-pub(crate) use table::{Connections, Slot};
+pub(crate) use table::{Connections, Limits, Refused, Slot};
 pub(crate) use writer::write_loop;
 
 /// The state a connection shares between its handler, its writer, its channel and the app.

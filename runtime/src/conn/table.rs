@@ -2,9 +2,11 @@
 //! upgraded connections), and for reaching a connection by id.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::bucket::TokenBucket;
 use super::{Conn, ConnectionId, lock};
 
 type Live = HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>;
@@ -15,48 +17,110 @@ pub(crate) struct Connections {
     live: Mutex<Live>,
     /// Connections open or being opened (handshakes count from the request on).
     reserved: AtomicUsize,
-    max: usize,
+    limits: Limits,
+    /// Connections open or being opened, by client address (only with a per-address limit;
+    /// an address leaves with its last connection).
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// New connections per second, with a burst (only with a rate).
+    new_connections: Option<Mutex<TokenBucket>>,
+}
+
+/// The limits on opening connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Open at once.
+    pub(crate) max: usize,
+    /// Open at once from one client address.
+    pub(crate) per_address: Option<usize>,
+    /// New connections per second, and the burst above it.
+    pub(crate) rate: Option<(f64, f64)>,
+}
+
+/// Why a place under the limits was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The app holds as many connections as it may.
+    Full,
+    /// This client address holds as many as it may.
+    PerAddress,
+    /// Too many new connections per second.
+    Rate,
 }
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connections")
             .field("live", &self.len())
-            .field("max", &self.max)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
-/// A place under the connection cap, given back when dropped.
+/// A place under the limits, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
     table: Arc<Connections>,
+    /// The client address it counts against (with a per-address limit).
+    address: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.table.reserved.fetch_sub(1, Ordering::AcqRel);
+        if let Some(address) = self.address {
+            let mut per_address = lock(&self.table.per_address);
+            if let Some(count) = per_address.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    per_address.remove(&address);
+                }
+            }
+        }
     }
 }
 
 impl Connections {
-    pub(crate) fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             live: Mutex::default(),
             reserved: AtomicUsize::new(0),
-            max,
+            limits,
+            per_address: Mutex::default(),
+            new_connections: limits
+                .rate
+                .map(|(rate, burst)| Mutex::new(TokenBucket::new(rate, burst))),
         })
     }
 
-    /// A place under the cap, or `None` when the app is full.
-    pub(crate) fn reserve(self: &Arc<Self>) -> Option<Slot> {
-        if self.reserved.fetch_add(1, Ordering::AcqRel) >= self.max {
+    /// A place under the limits for a connection from `address`, or why not.
+    pub(crate) fn reserve(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Slot, Refused> {
+        if self.reserved.fetch_add(1, Ordering::AcqRel) >= self.limits.max {
             self.reserved.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Refused::Full);
         }
-        Some(Slot {
+        // From here on the slot gives its place back when dropped.
+        let mut slot = Slot {
             table: self.clone(),
-        })
+            address: None,
+        };
+        if let (Some(max), Some(address)) = (self.limits.per_address, address) {
+            let mut per_address = lock(&self.per_address);
+            let count = per_address.entry(address).or_insert(0);
+            if *count >= max {
+                if *count == 0 {
+                    per_address.remove(&address);
+                }
+                return Err(Refused::PerAddress);
+            }
+            *count += 1;
+            slot.address = Some(address);
+        }
+        if let Some(bucket) = &self.new_connections
+            && !lock(bucket).try_spend(1.0)
+        {
+            return Err(Refused::Rate);
+        }
+        Ok(slot)
     }
 
     fn lock(&self) -> MutexGuard<'_, Live> {
@@ -78,10 +142,14 @@ impl Connections {
         drop(removed); // outside the lock
     }
 
-    /// Places taken under the cap (open connections and handshakes in progress).
+    /// Places taken under the cap (open connections and handshakes in progress), and client
+    /// addresses counted.
     #[cfg(feature = "testing")]
-    pub(crate) fn reserved(&self) -> usize {
-        self.reserved.load(Ordering::Acquire)
+    pub(crate) fn reserved(&self) -> (usize, usize) {
+        (
+            self.reserved.load(Ordering::Acquire),
+            lock(&self.per_address).len(),
+        )
     }
 
     /// Open connections.

@@ -12,6 +12,8 @@ pub struct Internals {
     pub connections: usize,
     /// Places taken under the connection cap (open connections, handshakes in progress).
     pub reserved: usize,
+    /// Client addresses counted against `max_connections_per_address`.
+    pub addresses: usize,
     /// Entries of the group table.
     pub groups: usize,
     /// Memberships, summed over the groups' rings.
@@ -37,9 +39,11 @@ impl App {
     pub fn internals(&self) -> Internals {
         let (groups, memberships) = self.groups().sizes();
         let (event_names, event_index, listeners) = self.bus().sizes();
+        let (reserved, addresses) = self.connections().reserved();
         Internals {
             connections: self.connections().len(),
-            reserved: self.connections().reserved(),
+            reserved,
+            addresses,
             groups,
             memberships,
             rings: self.groups().rings_alive(),

@@ -7,7 +7,7 @@
 //! returns or panics (500).
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::task::Poll;
 
@@ -22,10 +22,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::handler::{HandlerFailure, Route, WsRequest, WsStart, not_found};
 use super::head::Head;
+use super::limits::Limiter;
 use super::session::{Handler, Session};
 use super::socket::{Decision, Handshake, WebSocket};
 use crate::App;
-use crate::conn::{Conn, Slot, close_code};
+use crate::conn::{Conn, ConnCounters, Refused, Slot, close_code};
 use crate::event::panic_message;
 
 /// The axum handler of every WebSocket route.
@@ -38,7 +39,8 @@ pub(crate) async fn handle(route: &'static Route, app: App, request: Request) ->
     let path = parts.uri.path().to_owned();
     let conn = Conn::new(app.ws().conn.clone());
     let head = Head::new(&parts, upgrade.params, upgrade.client);
-    let (ws, handshake) = WebSocket::pending(conn.clone(), head, app.clone());
+    let limiter = app.ws().limit_for(route.path).map(Limiter::new);
+    let (ws, handshake) = WebSocket::pending(conn.clone(), head, app.clone(), limiter);
     let request = WsRequest {
         parts,
         app: app.clone(),
@@ -48,7 +50,24 @@ pub(crate) async fn handle(route: &'static Route, app: App, request: Request) ->
         Ok(handler) => handler,
         Err(response) => return response,
     };
-    let ended = run_until_decided(&mut handler, &handshake).await;
+    let decided = tokio::time::timeout(
+        app.ws().handshake_timeout,
+        run_until_decided(&mut handler, &handshake),
+    )
+    .await;
+    let Ok(ended) = decided else {
+        // The handler is dropped with this request: it gave no answer in time.
+        ConnCounters::count(&app.ws().conn.counters.handshake_timeouts);
+        tracing::warn!(
+            path = route.path,
+            "handler neither accepted nor refused within handshake_timeout"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server did not answer the handshake in time",
+        )
+            .into_response();
+    };
     match handshake.take_decision() {
         Some(Decision::Accept { protocol, headers }) => {
             let response = switching_protocols(&upgrade.key, protocol, headers);
@@ -99,9 +118,15 @@ async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, R
     if !app.ws().origin_allowed(parts.headers.get(header::ORIGIN)) {
         return Err((StatusCode::FORBIDDEN, "origin not allowed").into_response());
     }
-    let Some(slot) = app.connections().reserve() else {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response());
-    };
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let address = app.ws().client_address(client, &parts.headers);
+    let slot = app
+        .connections()
+        .reserve(address)
+        .map_err(|refused| refusal_for(app, refused, address))?;
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err((
             StatusCode::UPGRADE_REQUIRED,
@@ -109,10 +134,6 @@ async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, R
         )
             .into_response());
     };
-    let client = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
     Ok(Upgrade {
         params,
         key,
@@ -120,6 +141,40 @@ async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, R
         on_upgrade,
         client,
     })
+}
+
+/// The answer to a handshake refused by the connection limits (counted).
+fn refusal_for(app: &App, refused: Refused, address: Option<IpAddr>) -> Response {
+    let counters = &app.ws().conn.counters;
+    match refused {
+        Refused::Full => {
+            ConnCounters::count(&counters.refused_full);
+            tracing::debug!("handshake refused: max_connections reached");
+            (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response()
+        }
+        Refused::PerAddress => {
+            ConnCounters::count(&counters.refused_per_address);
+            tracing::debug!(
+                ?address,
+                "handshake refused: max_connections_per_address reached"
+            );
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address",
+            )
+                .into_response()
+        }
+        Refused::Rate => {
+            ConnCounters::count(&counters.refused_rate);
+            tracing::debug!("handshake refused: max_new_connections_per_second reached");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "too many new connections: try again later",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Runs the route's extractors: the handler's future, or the response that refuses.

@@ -15,19 +15,25 @@ pub(crate) mod handler;
 mod handshake;
 mod head;
 mod lifecycle;
+mod limits;
+mod metrics;
 mod session;
 mod socket;
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use crate::conn::{ConnectionId, WsError, close_code};
 pub use handler::{IntoHandlerResult, PathParam, error_kind};
 pub(crate) use handshake::handle;
 pub use lifecycle::{Connected, Disconnected, HandlerFailed};
+pub use limits::{InboundLimit, RateLimitAction};
+pub use metrics::ConnectionMetrics;
 pub use socket::{Accept, ClientClose, Message, WebSocket};
 
 use crate::conn::ConnConfig;
@@ -39,9 +45,51 @@ pub(crate) struct WsSettings {
     pub(crate) conn: Arc<ConnConfig>,
     pub(crate) origins: Option<Vec<String>>,
     pub(crate) shutdown_timeout: Duration,
+    /// How long a handler may take to accept or refuse.
+    pub(crate) handshake_timeout: Duration,
+    /// How long a client may take to send its request head.
+    pub(crate) request_head_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    /// The inbound limit of every route without one of its own.
+    pub(crate) inbound_limit: Option<InboundLimit>,
+    /// Inbound limits by route template.
+    pub(crate) route_limits: HashMap<String, InboundLimit>,
 }
 
 impl WsSettings {
+    /// The inbound limit of the route with this template.
+    pub(crate) fn limit_for(&self, template: &str) -> Option<&InboundLimit> {
+        self.route_limits
+            .get(template)
+            .or(self.inbound_limit.as_ref())
+    }
+
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+    /// address of `X-Forwarded-For` that is not itself a trusted proxy.
+    pub(crate) fn client_address(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<IpAddr> {
+        let peer = peer?.ip();
+        if !self.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|a| !self.trusted_proxies.contains(a))
+            .or(Some(peer))
+    }
+
     /// Whether a request with this `Origin` may connect: always, without an allow-list or
     /// without the header (non-browser clients send none).
     pub(crate) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {

@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WireError};
 use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
 
 use super::head::Head;
+use super::limits::{Admit, Limiter};
 use crate::channel::{Channel, json_frame};
-use crate::conn::{Closing, Conn, ConnectionId, Frame, Socket, WsError, close_code};
+use crate::conn::{Closing, Conn, ConnCounters, ConnectionId, Frame, Socket, WsError, close_code};
 use crate::event::{IntoListener, ListenOptions, ListenerGuard};
 use crate::{App, Error};
 
@@ -118,6 +119,8 @@ pub struct WebSocket {
     app: App,
     /// Listeners registered with [`on`](Self::on): removed with the connection.
     listeners: Vec<ListenerGuard>,
+    /// The route's inbound limit, when it has one.
+    limiter: Option<Box<Limiter>>,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -141,7 +144,12 @@ impl WebSocket {
         Channel::from_conn(self.conn.clone())
     }
 
-    pub(crate) fn pending(conn: Arc<Conn>, head: Head, app: App) -> (Self, Arc<Handshake>) {
+    pub(crate) fn pending(
+        conn: Arc<Conn>,
+        head: Head,
+        app: App,
+        limiter: Option<Limiter>,
+    ) -> (Self, Arc<Handshake>) {
         let handshake = Arc::new(Handshake::default());
         let ws = Self {
             conn,
@@ -149,6 +157,7 @@ impl WebSocket {
             head: Box::new(head),
             app,
             listeners: Vec::new(),
+            limiter: limiter.map(Box::new),
         };
         (ws, handshake)
     }
@@ -335,6 +344,12 @@ impl WebSocket {
                 // its writer catches up (the writer wakes this reader).
                 return Poll::Pending;
             }
+            if let Some(limiter) = &mut self.limiter
+                && limiter.poll_ready(cx).is_pending()
+            {
+                // Past its inbound limit: not read until it is within it again.
+                return Poll::Pending;
+            }
             let item = match socket.poll_next(cx) {
                 Poll::Pending => {
                     self.conn.set_read_pending(true);
@@ -347,6 +362,10 @@ impl WebSocket {
             match item {
                 Some(Ok(message @ (WireMessage::Text(_) | WireMessage::Binary(_)))) => {
                     self.conn.touch_if_expiring();
+                    if self.limiter.is_some() {
+                        let len = message.len();
+                        return Poll::Ready(self.limited(len, message));
+                    }
                     return Poll::Ready(Ok(Some(message)));
                 }
                 Some(Ok(WireMessage::Close(frame))) => {
@@ -364,6 +383,37 @@ impl WebSocket {
                         .set_peer_close(close_code::ABNORMAL, "connection lost".to_owned());
                     return Poll::Ready(Ok(None));
                 }
+            }
+        }
+    }
+
+    /// A message counted against the inbound limit: delivered (the next read waits when the
+    /// client is past its limit), or, with the `Close` action, refused and the connection
+    /// closed with 1008.
+    fn limited(
+        &mut self,
+        len: usize,
+        message: WireMessage,
+    ) -> Result<Option<WireMessage>, WsError> {
+        let Some(limiter) = &mut self.limiter else {
+            return Ok(Some(message));
+        };
+        let counters = &self.conn.config.counters;
+        match limiter.admit(len) {
+            Admit::Within => Ok(Some(message)),
+            Admit::Paused => {
+                ConnCounters::count(&counters.rate_limit_pauses);
+                tracing::debug!(id = %self.conn.id, "client paused: past its inbound limit");
+                Ok(Some(message))
+            }
+            Admit::Close => {
+                ConnCounters::count(&counters.rate_limit_closes);
+                tracing::warn!(id = %self.conn.id, "client closed: past its inbound limit");
+                let reason = "rate limit exceeded";
+                self.conn
+                    .close(close_code::POLICY_VIOLATION, reason, Closing::Graceful);
+                self.state = State::Closed;
+                Err(WsError::close(close_code::POLICY_VIOLATION, reason))
             }
         }
     }
