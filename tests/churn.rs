@@ -65,6 +65,8 @@ fn app() -> App {
         .history_max_age(Duration::from_millis(100))
         .expiry_sweep_interval(Duration::from_millis(20))
         .close_timeout(Duration::from_millis(300))
+        .ping_interval(Duration::from_millis(50))
+        .pong_timeout(Duration::from_millis(100))
         .build()
         .unwrap()
 }
@@ -84,15 +86,18 @@ enum Ending {
     ServerCloses,
     /// The channel expires.
     Expires,
+    /// The client stops answering (no pong): keep-alive closes it.
+    Unresponsive,
 }
 
-const ENDINGS: [Ending; 6] = [
+const ENDINGS: [Ending; 7] = [
     Ending::ClientCloses,
     Ending::ClientVanishes,
     Ending::HandlerFails,
     Ending::HandlerPanics,
     Ending::ServerCloses,
     Ending::Expires,
+    Ending::Unresponsive,
 ];
 
 /// One client's life: join, send (some with history), maybe join a second group, emit to its
@@ -125,6 +130,11 @@ async fn one_client(server: &TestServer, n: usize) {
         Ending::Expires => {
             client.send_json(&json!({"do": "expire"})).await;
             client.skip_to_close().await;
+        }
+        Ending::Unresponsive => {
+            // Holds the connection without reading: pings go unanswered.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            drop(client);
         }
     }
 }
