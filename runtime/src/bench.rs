@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::App;
 use crate::channel::Channel;
@@ -62,10 +60,9 @@ impl Detached {
     pub async fn new(app: &App) -> Detached {
         let written = Arc::new(AtomicUsize::new(0));
         let io = Discard(written.clone());
-        let stream =
-            WebSocketStream::from_raw_socket(io, Role::Server, Some(app.ws().tungstenite)).await;
         let conn = Conn::new(app.ws().conn.clone());
-        tokio::spawn(write_loop(conn.clone(), Socket::new(stream)));
+        let socket = Socket::server(io, app.ws().tungstenite, conn.clone()).await;
+        tokio::spawn(write_loop(conn.clone(), socket));
         Detached {
             channel: Channel::from_conn(conn),
             written,

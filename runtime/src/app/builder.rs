@@ -22,6 +22,10 @@ use crate::registry::{self, HttpRoute, ListenerRegistration, Routes};
 use crate::ws::{InboundLimit, WsSettings};
 use crate::{Error, ErrorKind};
 
+/// The smallest `max_request_head`: a browser's WebSocket upgrade request alone takes several
+/// hundred bytes.
+const MIN_REQUEST_HEAD: usize = 1024;
+
 /// Settings of an [`App`], the registrations it keeps, and the HTTP routes that join it.
 ///
 /// Every setting has a default chosen to protect a server; each method says its own.
@@ -54,6 +58,7 @@ pub struct Builder {
     shutdown_timeout: Duration,
     handshake_timeout: Duration,
     request_head_timeout: Duration,
+    max_request_head: usize,
     trusted_proxies: Vec<IpAddr>,
     inbound_limit: Option<InboundLimit>,
     route_limits: HashMap<String, InboundLimit>,
@@ -70,6 +75,7 @@ impl std::fmt::Debug for Builder {
             .field("module", &self.module)
             .field("bus", &self.bus)
             .field("max_message_size", &self.max_message_size)
+            .field("max_request_head", &self.max_request_head)
             .field("conn", &self.conn)
             .field("origins", &self.origins)
             .field("limits", &self.limits)
@@ -100,6 +106,7 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
+            max_request_head: 16 * 1024,
             trusted_proxies: Vec::new(),
             inbound_limit: None,
             route_limits: HashMap::new(),
@@ -289,6 +296,18 @@ impl Builder {
         self
     }
 
+    /// The largest request head a client may send, request line and headers together, in bytes
+    /// (default 16 KiB, as Node.js): a larger one gets 431 before any handler runs. A
+    /// WebSocket connection keeps its request's headers for its handler (see
+    /// [`WebSocket::headers`](crate::ws::WebSocket::headers)) as long as it is open, so this
+    /// also bounds what each connection holds. Enforced by [`App::serve`](crate::App::serve)
+    /// and [`App::bind`](crate::App::bind) as the head is read, and by the WebSocket routes
+    /// under a server of your own.
+    pub fn max_request_head(mut self, bytes: usize) -> Self {
+        self.max_request_head = bytes;
+        self
+    }
+
     /// How long a graceful shutdown waits for connections to close after sending them 1001
     /// (default 10 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -424,6 +443,7 @@ impl Builder {
                 shutdown_timeout: self.shutdown_timeout,
                 handshake_timeout: self.handshake_timeout,
                 request_head_timeout: self.request_head_timeout,
+                max_request_head: self.max_request_head,
                 trusted_proxies: self.trusted_proxies,
                 inbound_limit: self.inbound_limit,
                 route_limits,
@@ -467,6 +487,8 @@ impl Builder {
             "handshake_timeout must be more than zero"
         } else if self.request_head_timeout.is_zero() {
             "request_head_timeout must be more than zero"
+        } else if self.max_request_head < MIN_REQUEST_HEAD {
+            "max_request_head must be at least 1024 bytes"
         } else if let Some(problem) = self
             .inbound_limit
             .iter()

@@ -122,7 +122,10 @@ impl Server {
             tokio::spawn(watch_signals(token.clone()));
         }
         let router = app.router();
-        let head_timeout = app.ws().request_head_timeout;
+        let head = HeadLimits {
+            timeout: app.ws().request_head_timeout,
+            max_bytes: app.ws().max_request_head,
+        };
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -133,7 +136,7 @@ impl Server {
                     // Small frames go out at once; the writer batches what is queued anyway.
                     let _ = tcp.set_nodelay(true);
                     let connection =
-                        serve_connection(tcp, peer, router.clone(), token.clone(), head_timeout);
+                        serve_connection(tcp, peer, router.clone(), token.clone(), head);
                     app.tasks().spawn(connection);
                 }
                 Err(e) => {
@@ -151,15 +154,23 @@ impl Server {
     }
 }
 
+/// What a client's request head may take: time, and bytes.
+#[derive(Clone, Copy)]
+struct HeadLimits {
+    timeout: Duration,
+    max_bytes: usize,
+}
+
 /// Serves one TCP connection: HTTP/1.1 requests (each with the peer's address, as axum's
-/// `ConnectInfo`), upgrades, and a bound on the time its request head may take (a connection
-/// that never sends one is closed). At shutdown, a request in progress is finished first.
+/// `ConnectInfo`), upgrades, and bounds on the time and size of its request heads (a connection
+/// that never sends one is closed, a head too large gets 431). At shutdown, a request in
+/// progress is finished first.
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     router: Router,
     token: CancellationToken,
-    head_timeout: Duration,
+    head: HeadLimits,
 ) {
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -168,7 +179,8 @@ async fn serve_connection(
     });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(head_timeout);
+        .header_read_timeout(head.timeout)
+        .max_header_size(head.max_bytes);
     let connection = http
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();

@@ -39,6 +39,8 @@ pub(crate) struct ConnCounters {
     pub(crate) rate_limit_pauses: AtomicU64,
     /// Connections closed for sending past their inbound limit.
     pub(crate) rate_limit_closes: AtomicU64,
+    /// Times a client was not read because it did not take the pongs to its pings.
+    pub(crate) pong_backlog_pauses: AtomicU64,
 }
 
 impl ConnCounters {

@@ -13,6 +13,8 @@ pub(super) struct Inbound {
     pending: AtomicBool,
     /// A read failed (oversized message, protocol error): the socket may hold unread data.
     failed: AtomicBool,
+    /// The pongs owed to the client (see [`super::socket`]).
+    pub(super) pongs: super::socket::Pongs,
 }
 
 impl Conn {

@@ -45,7 +45,7 @@ pub(crate) use config::{ConnConfig, ConnCounters};
 pub use error::{WsError, close_code};
 pub(crate) use frame::{Frame, Offer};
 pub use id::ConnectionId;
-pub(crate) use socket::Socket;
+pub(crate) use socket::{Read, Socket};
 pub(crate) use table::{Connections, Limits, Refused, Slot};
 pub(crate) use writer::write_loop;
 

@@ -1,23 +1,42 @@
+//! The socket the reader and the writer share, and the bound on the pongs a client that sends
+//! pings without reading can make the server hold.
+//!
+//! tungstenite answers every ping by itself: the pong is written the next time anything reads
+//! or writes the socket, into a write buffer without a maximum. A client that sends pings and
+//! never reads would have its pongs pile up there at wire speed. The [`Tracked`] transport under
+//! tungstenite sees when everything buffered has gone out (a flush completes); until then the
+//! reader counts the pings it has read. At [`MAX_PONGS_OWED`] it stops reading the client (its
+//! pings wait in the kernel's socket buffers, and TCP flow control then stops the client) and
+//! asks the writer to flush; the flush that gets the pongs out wakes the reader.
+
+use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use futures_util::Stream;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage};
 
-use super::lock;
+use super::{Conn, lock};
 
 /// What a served connection's WebSocket runs over: the upgraded HTTP connection.
 pub(crate) type Upgrade = TokioIo<Upgraded>;
 
+/// Pings read whose pongs may still be in the write buffer, after which the client is not read
+/// until they are out: at most this many pongs of at most 127 bytes each are held for a client
+/// that does not read (RFC 6455 5.5.3 would even allow answering only the latest).
+pub(crate) const MAX_PONGS_OWED: u32 = 16;
+
 /// The socket, shared by the reader (the handler's `WebSocket`) and the writer task. Each takes
 /// the lock for one poll only (never across an `.await`): the writer once per batch of frames,
 /// the reader once per read.
-pub(crate) struct Socket<S = Upgrade>(Mutex<WebSocketStream<S>>);
+pub(crate) struct Socket<S = Upgrade>(Mutex<WebSocketStream<Tracked<S>>>);
 
 impl<S> std::fmt::Debug for Socket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,19 +44,56 @@ impl<S> std::fmt::Debug for Socket<S> {
     }
 }
 
-impl<S> Socket<S> {
-    pub(crate) fn new(stream: WebSocketStream<S>) -> Arc<Self> {
+/// What a read of the socket gave.
+pub(crate) enum Read {
+    /// A message, an error, or the end of the stream (`None`).
+    Message(Option<Result<WireMessage, WireError>>),
+    /// Nothing yet: the reader is woken when the client sends.
+    Pending,
+    /// Not read: the client has not taken the pongs it is owed. The writer is asked to flush
+    /// them, and the flush that gets them out wakes the reader. `new`: the first time since the
+    /// last pause ended.
+    Paused { new: bool },
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// The server end of `conn` over `io`, an upgraded connection.
+    pub(crate) async fn server(io: S, config: WebSocketConfig, conn: Arc<Conn>) -> Arc<Self> {
+        let stream =
+            WebSocketStream::from_raw_socket(Tracked { io, conn }, Role::Server, Some(config))
+                .await;
         Arc::new(Socket(Mutex::new(stream)))
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, WebSocketStream<S>> {
-        lock(&self.0)
+    /// The next message from the client, unless the client owes the server too many pongs.
+    /// The caller has registered with the connection's reader waker.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Read {
+        let mut stream = self.lock();
+        let pongs = &stream.get_ref().conn.inbound.pongs;
+        if pongs.owed.load(Ordering::Acquire) >= MAX_PONGS_OWED {
+            let new = !pongs.paused.swap(true, Ordering::AcqRel);
+            return Read::Paused { new };
+        }
+        match Pin::new(&mut *stream).poll_next(cx) {
+            Poll::Pending => Read::Pending,
+            Poll::Ready(item) => {
+                if let Some(Ok(WireMessage::Ping(_))) = item {
+                    stream
+                        .get_ref()
+                        .conn
+                        .inbound
+                        .pongs
+                        .owed
+                        .fetch_add(1, Ordering::AcqRel);
+                }
+                Read::Message(item)
+            }
+        }
     }
-}
 
-impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Socket<S> {
-    /// The next message from the client.
-    pub(crate) fn poll_next(
+    /// The next message, for the close handshake: once the close frame is sent tungstenite
+    /// answers no more pings, so nothing can be owed any more.
+    pub(crate) fn poll_closing(
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<WireMessage, WireError>>> {
@@ -50,9 +106,96 @@ impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin> Socket<S> {
         let mut buf = [0u8; 4096];
         let mut buf = ReadBuf::new(&mut buf);
         let mut stream = self.lock();
-        match ready!(Pin::new(stream.get_mut()).poll_read(cx, &mut buf)) {
+        match ready!(Pin::new(&mut stream.get_mut().io).poll_read(cx, &mut buf)) {
             Ok(()) => Poll::Ready(buf.filled().is_empty()),
             Err(_) => Poll::Ready(true),
         }
+    }
+}
+
+impl<S> Socket<S> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, WebSocketStream<Tracked<S>>> {
+        lock(&self.0)
+    }
+}
+
+/// Pongs the server owes a client, shared by the reader, the writer and the transport.
+#[derive(Debug, Default)]
+pub(super) struct Pongs {
+    /// Pings read since everything buffered was last written out.
+    owed: AtomicU32,
+    /// The reader stopped for them: the writer is to flush.
+    paused: AtomicBool,
+}
+
+impl Conn {
+    /// Pings read from the client whose pongs may not have reached the socket yet.
+    pub(crate) fn pongs_owed(&self) -> u32 {
+        self.inbound.pongs.owed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the reader stopped for pongs the client has not taken, so that the writer must
+    /// flush even with nothing of its own to write.
+    pub(super) fn pongs_waiting(&self) -> bool {
+        self.inbound.pongs.paused.load(Ordering::Acquire)
+    }
+}
+
+/// The transport under tungstenite: the connection, and the connection's state to tell when
+/// what is buffered for it has gone out.
+pub(crate) struct Tracked<S> {
+    io: S,
+    conn: Arc<Conn>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    /// tungstenite flushes the transport only once its whole write buffer, pongs included, is
+    /// written: from here nothing is owed.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = ready!(Pin::new(&mut self.io).poll_flush(cx));
+        if flushed.is_ok() {
+            let pongs = &self.conn.inbound.pongs;
+            if pongs.owed.load(Ordering::Acquire) > 0 {
+                pongs.owed.store(0, Ordering::Release);
+            }
+            if pongs.paused.load(Ordering::Acquire) && pongs.paused.swap(false, Ordering::AcqRel) {
+                self.conn.reader.wake();
+            }
+        }
+        Poll::Ready(flushed)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

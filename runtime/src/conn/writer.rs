@@ -1,6 +1,12 @@
 //! The writer task: the one owner of a connection's sink. It takes what the connection's rings
 //! hold (in the order it was sent), feeds it to the socket under one lock, and flushes once;
 //! between batches it sends pings and, at the end, the close frame.
+//!
+//! tungstenite's write buffer is left without a maximum (`max_write_buffer_size`), so a write
+//! never fails with `WriteBufferFull`; the buffer is bounded here instead. Once a write would
+//! block, the sink's `poll_ready` flushes the whole buffer before the next frame goes in, so it
+//! holds at most `write_buffer_size` plus one frame, and the pongs tungstenite adds are bounded
+//! by the reader (see [`super::socket`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -19,7 +25,7 @@ use super::close::{CloseRequest, Closing};
 use super::frame::Frame;
 use super::keepalive::{Beat, Keepalive};
 use super::ring::Taken;
-use super::socket::Socket;
+use super::socket::{Socket, Tracked};
 use super::{Conn, close_code, lock};
 
 /// Bytes a writer takes from one ring at a time: many frames per write to the socket, while
@@ -134,6 +140,12 @@ impl Writer {
         if !self.wait(conn) {
             return Next::Again; // a ring got entries meanwhile
         }
+        if conn.pongs_waiting() {
+            // The reader stopped for the pongs the client has not taken: get them out (the
+            // flush that does wakes the reader).
+            self.flushing = true;
+            return Next::Write;
+        }
         match self.keepalive.poll(cx, conn) {
             Poll::Ready(Beat::Ping) => {
                 // Idle for a ping interval at most: give back what a burst grew, without
@@ -240,7 +252,7 @@ impl Writer {
         &mut self,
         cx: &mut Context<'_>,
         conn: &Conn,
-        mut stream: Pin<&mut WebSocketStream<S>>,
+        mut stream: Pin<&mut WebSocketStream<Tracked<S>>>,
     ) -> Poll<Result<(), WireError>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -268,7 +280,7 @@ impl Writer {
     fn feed_control<S>(
         &mut self,
         cx: &mut Context<'_>,
-        mut stream: Pin<&mut WebSocketStream<S>>,
+        mut stream: Pin<&mut WebSocketStream<Tracked<S>>>,
     ) -> Poll<Result<(), WireError>>
     where
         S: AsyncRead + AsyncWrite + Unpin,

@@ -110,6 +110,19 @@ struct Upgrade {
 /// Everything decided before the handler runs: the route matches, the request asks for a
 /// WebSocket, the app takes connections from this origin and has room for one more.
 async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, Response> {
+    let max_head = app.ws().max_request_head;
+    if head_len(parts) > max_head {
+        // Under a server of the user's own, which read it without this bound.
+        tracing::debug!(
+            max_head,
+            "handshake refused: request head over max_request_head"
+        );
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )
+            .into_response());
+    }
     let params = path_params(route, parts).await?;
     let key = upgrade_key(&parts.headers, parts.version)?;
     if app.shutdown_token().is_cancelled() {
@@ -141,6 +154,22 @@ async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, R
         on_upgrade,
         client,
     })
+}
+
+/// The size of the request head as sent: `GET /path HTTP/1.1`, and a `name: value` line per
+/// header.
+fn head_len(parts: &Parts) -> usize {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(1, |target| target.as_str().len());
+    let request_line = parts.method.as_str().len() + target + 12;
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    request_line + headers + 2
 }
 
 /// The answer to a handshake refused by the connection limits (counted).

@@ -24,6 +24,9 @@ pub struct ConnectionMetrics {
     pub rate_limit_pauses: u64,
     /// Connections closed (1008) for sending past their inbound limit.
     pub rate_limit_closes: u64,
+    /// Times a client was not read because it sent pings without reading the pongs (it is
+    /// read again once they are written).
+    pub pong_backlog_pauses: u64,
 }
 
 impl App {
@@ -39,6 +42,7 @@ impl App {
             handshake_timeouts: load(&c.handshake_timeouts),
             rate_limit_pauses: load(&c.rate_limit_pauses),
             rate_limit_closes: load(&c.rate_limit_closes),
+            pong_backlog_pauses: load(&c.pong_backlog_pauses),
         }
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct WsSettings {
     pub(crate) handshake_timeout: Duration,
     /// How long a client may take to send its request head.
     pub(crate) request_head_timeout: Duration,
+    /// The largest request head (request line and headers), in bytes.
+    pub(crate) max_request_head: usize,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub(crate) trusted_proxies: Vec<IpAddr>,
     /// The inbound limit of every route without one of its own.

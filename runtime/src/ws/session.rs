@@ -14,8 +14,6 @@ use futures_util::future::CatchUnwind;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::handler::HandlerFailure;
 use super::lifecycle;
@@ -66,7 +64,7 @@ impl Session {
             mut handler,
             slot,
         } = self;
-        let Some(socket) = open(&app, &path, on_upgrade).await else {
+        let Some(socket) = open(&app, &conn, &path, on_upgrade).await else {
             drop(handshake); // the handler's `accept()` returns an error
             let _ = handler.await;
             return;
@@ -113,7 +111,12 @@ impl Session {
 }
 
 /// Completes the upgrade: the socket, or `None` when the client went away first.
-async fn open(app: &App, path: &str, on_upgrade: OnUpgrade) -> Option<Arc<Socket>> {
+async fn open(
+    app: &App,
+    conn: &Arc<Conn>,
+    path: &str,
+    on_upgrade: OnUpgrade,
+) -> Option<Arc<Socket>> {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
@@ -122,13 +125,14 @@ async fn open(app: &App, path: &str, on_upgrade: OnUpgrade) -> Option<Arc<Socket
         }
     };
     // Boxed: the stream under construction is not part of every connection's task.
-    let stream = Box::pin(WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(app.ws().tungstenite),
-    ))
-    .await;
-    Some(Socket::new(stream))
+    Some(
+        Box::pin(Socket::server(
+            TokioIo::new(upgraded),
+            app.ws().tungstenite,
+            conn.clone(),
+        ))
+        .await,
+    )
 }
 
 /// How the handler failed, if it did (logged here): an error, or a panic (1011).
@@ -190,7 +194,7 @@ async fn finish_close(conn: &Conn, socket: &Socket, writer: JoinHandle<()>) {
     }
     let read_failed = conn.read_failed();
     let _ = tokio::time::timeout_at(deadline, async {
-        while let Some(Ok(_)) = poll_fn(|cx| socket.poll_next(cx)).await {}
+        while let Some(Ok(_)) = poll_fn(|cx| socket.poll_closing(cx)).await {}
         if read_failed {
             while let Ok(false) = tokio::time::timeout(
                 Duration::from_millis(50),

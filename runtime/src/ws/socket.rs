@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
 use super::head::Head;
 use super::limits::{Admit, Limiter};
 use crate::channel::{Channel, json_frame};
-use crate::conn::{Closing, Conn, ConnCounters, ConnectionId, Frame, Socket, WsError, close_code};
+use crate::conn::{
+    Closing, Conn, ConnCounters, ConnectionId, Frame, Read, Socket, WsError, close_code,
+};
 use crate::event::{IntoListener, ListenOptions, ListenerGuard};
 use crate::{App, Error};
 
@@ -351,11 +353,20 @@ impl WebSocket {
                 return Poll::Pending;
             }
             let item = match socket.poll_next(cx) {
-                Poll::Pending => {
+                Read::Message(item) => item,
+                Read::Pending => {
                     self.conn.set_read_pending(true);
                     return Poll::Pending;
                 }
-                Poll::Ready(item) => item,
+                Read::Paused { new } => {
+                    // It sends pings and does not read the pongs: not read until they are out.
+                    if new {
+                        ConnCounters::count(&self.conn.config.counters.pong_backlog_pauses);
+                        tracing::debug!(id = %self.conn.id, "client paused: it does not read its pongs");
+                    }
+                    self.conn.wake_writer();
+                    return Poll::Pending;
+                }
             };
             self.conn.set_read_pending(false);
             self.conn.frame_read();
@@ -507,7 +518,9 @@ impl WebSocket {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// The request headers.
+    /// The request headers, all of them, as the client sent them. The connection keeps them
+    /// for its whole life in one compact buffer, at most
+    /// [`max_request_head`](crate::Builder::max_request_head) in size.
     pub fn headers(&self) -> &HeaderMap {
         self.head.headers()
     }
