@@ -130,6 +130,7 @@ pub(super) struct Pongs {
 
 impl Conn {
     /// Pings read from the client whose pongs may not have reached the socket yet.
+    #[cfg(feature = "testing")]
     pub(crate) fn pongs_owed(&self) -> u32 {
         self.inbound.pongs.owed.load(Ordering::Relaxed)
     }
