@@ -154,6 +154,9 @@ impl Server {
     }
 }
 
+/// hyper's default bound on its read buffer (8 KiB + 100 x 4 KiB), which also bounds a head.
+const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
+
 /// What a client's request head may take: time, and bytes.
 #[derive(Clone, Copy)]
 struct HeadLimits {
@@ -181,6 +184,10 @@ async fn serve_connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(head.timeout)
         .max_header_size(head.max_bytes);
+    if head.max_bytes > HYPER_MAX_BUF {
+        // hyper's read buffer would end a larger head first.
+        http.max_buf_size(head.max_bytes + 8192);
+    }
     let connection = http
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();

@@ -69,8 +69,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// The caller has registered with the connection's reader waker.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Read {
         let mut stream = self.lock();
-        let pongs = &stream.get_ref().conn.inbound.pongs;
-        if pongs.owed.load(Ordering::Acquire) >= MAX_PONGS_OWED {
+        let conn = &stream.get_ref().conn;
+        let pongs = &conn.inbound.pongs;
+        // Once closing, the writer ends after its close frame and tungstenite answers no more
+        // pings: the reader reads on, to the client's close (bounded by `close_timeout`).
+        if pongs.owed.load(Ordering::Acquire) >= MAX_PONGS_OWED && !conn.is_closing() {
             let new = !pongs.paused.swap(true, Ordering::AcqRel);
             return Read::Paused { new };
         }
@@ -129,12 +132,6 @@ pub(super) struct Pongs {
 }
 
 impl Conn {
-    /// Pings read from the client whose pongs may not have reached the socket yet.
-    #[cfg(feature = "testing")]
-    pub(crate) fn pongs_owed(&self) -> u32 {
-        self.inbound.pongs.owed.load(Ordering::Relaxed)
-    }
-
     /// Whether the reader stopped for pongs the client has not taken, so that the writer must
     /// flush even with nothing of its own to write.
     pub(super) fn pongs_waiting(&self) -> bool {

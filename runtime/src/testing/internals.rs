@@ -32,9 +32,6 @@ pub struct Internals {
     pub listeners: usize,
     /// Tasks of the app still running (connections, background emits).
     pub tasks: usize,
-    /// The most pongs owed to one client (pings read whose pongs are not written yet): bounded
-    /// however fast a client pings without reading.
-    pub max_pongs_owed: u32,
 }
 
 impl App {
@@ -56,13 +53,6 @@ impl App {
             event_index,
             listeners,
             tasks: self.tasks().len(),
-            max_pongs_owed: self
-                .connections()
-                .all()
-                .iter()
-                .map(|conn| conn.pongs_owed())
-                .max()
-                .unwrap_or(0),
         }
     }
 }

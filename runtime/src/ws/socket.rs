@@ -519,8 +519,9 @@ impl WebSocket {
     }
 
     /// The request headers, all of them, as the client sent them. The connection keeps them
-    /// for its whole life in one compact buffer, at most
-    /// [`max_request_head`](crate::Builder::max_request_head) in size.
+    /// for its whole life in one compact buffer (bounded through
+    /// [`max_request_head`](crate::Builder::max_request_head)), made a `HeaderMap` on the
+    /// first call.
     pub fn headers(&self) -> &HeaderMap {
         self.head.headers()
     }
