@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
-use switchboard_tests::WAIT;
+use switchboard_tests::{WAIT, eventually};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -508,33 +508,46 @@ async fn header_values_over_64_kib_reach_the_handler_whole_when_the_limit_allows
 
 // --- a client that pings and never reads ---------------------------------------------------
 
+/// A ping with the largest payload a control frame may carry, and 64 of them in a row.
+fn ping_burst() -> (Vec<u8>, Vec<u8>) {
+    let ping = frame(PING, &[b'p'; 125]);
+    let burst = ping.iter().copied().cycle().take(ping.len() * 64).collect();
+    (ping, burst)
+}
+
+/// Sends bursts of pings until a write blocks for 2 s or fails (`true`) or, without a bound on
+/// the server, well past what the kernel's buffers absorb (`false`); and how many bytes it sent.
+async fn flood_until_blocked(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    burst: &[u8],
+) -> (bool, usize) {
+    const GIVE_UP: usize = 128 * 1024 * 1024;
+    let mut sent = 0;
+    loop {
+        // One write at a time, so that a write cut short by the timeout is resumed where it
+        // stopped.
+        let at = sent % burst.len();
+        match tokio::time::timeout(Duration::from_secs(2), write.write(&burst[at..])).await {
+            Ok(Ok(written)) => {
+                sent += written;
+                if sent >= GIVE_UP {
+                    return (false, sent);
+                }
+            }
+            // Blocked, or ended by the server.
+            Ok(Err(_)) | Err(_) => return (true, sent),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_without_reading_is_pushed_back_and_the_pongs_held_stay_bounded() {
     let app = builder().build().unwrap();
     let server = TestServer::start(app.clone()).await;
     let raw = Raw::connect(server.addr(), "/echo").await;
     let (mut read, mut write) = raw.tcp.into_split();
-    // Pings with the largest payload a control frame may carry, 64 to a write.
-    let ping = frame(PING, &[b'p'; 125]);
-    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 64).collect();
-    // Without a bound the server reads on at wire speed, holding a pong for every ping, and
-    // the client never stops: give up well past what the kernel's buffers absorb.
-    const GIVE_UP: usize = 128 * 1024 * 1024;
-    let mut sent = 0;
-    let blocked = loop {
-        // One write at a time, so that a write cut short by the timeout is resumed where it
-        // stopped.
-        let at = sent % burst.len();
-        match tokio::time::timeout(Duration::from_secs(2), write.write(&burst[at..])).await {
-            Ok(written) => {
-                sent += written.unwrap();
-                if sent >= GIVE_UP {
-                    break false;
-                }
-            }
-            Err(_) => break true,
-        }
-    };
+    let (ping, burst) = ping_burst();
+    let (blocked, sent) = flood_until_blocked(&mut write, &burst).await;
     let metrics = app.connection_metrics();
     assert!(
         blocked,
@@ -569,5 +582,24 @@ async fn a_ping_flood_without_reading_is_pushed_back_and_the_pongs_held_stay_bou
     let pings = (sent + rest) / ping.len();
     assert!(pongs <= pings, "{pongs} pongs for {pings} pings");
     drop(write);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_takes_its_pongs_is_closed_after_the_pong_timeout() {
+    let app = builder()
+        .pong_timeout(Duration::from_millis(500))
+        .close_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let raw = Raw::connect(server.addr(), "/echo").await;
+    let (_read, mut write) = raw.tcp.into_split();
+    let (_, burst) = ping_burst();
+    let (blocked, _) = flood_until_blocked(&mut write, &burst).await;
+    assert!(blocked, "the client was pushed back");
+    eventually("the connection is closed", || app.connection_count() == 0).await;
+    let metrics = app.connection_metrics();
+    assert_eq!(metrics.pong_backlog_closes, 1, "{metrics:?}");
     server.shutdown().await;
 }

@@ -41,6 +41,8 @@ pub(crate) struct ConnCounters {
     pub(crate) rate_limit_closes: AtomicU64,
     /// Times a client was not read because it did not take the pongs to its pings.
     pub(crate) pong_backlog_pauses: AtomicU64,
+    /// Connections closed for taking none of their pongs within `pong_timeout`.
+    pub(crate) pong_backlog_closes: AtomicU64,
 }
 
 impl ConnCounters {

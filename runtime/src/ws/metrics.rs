@@ -27,6 +27,9 @@ pub struct ConnectionMetrics {
     /// Times a client was not read because it sent pings without reading the pongs (it is
     /// read again once they are written).
     pub pong_backlog_pauses: u64,
+    /// Connections closed (1008) for taking none of their pongs within
+    /// [`pong_timeout`](crate::Builder::pong_timeout) while paused.
+    pub pong_backlog_closes: u64,
 }
 
 impl App {
@@ -43,6 +46,7 @@ impl App {
             rate_limit_pauses: load(&c.rate_limit_pauses),
             rate_limit_closes: load(&c.rate_limit_closes),
             pong_backlog_pauses: load(&c.pong_backlog_pauses),
+            pong_backlog_closes: load(&c.pong_backlog_closes),
         }
     }
 }

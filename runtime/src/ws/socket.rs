@@ -123,6 +123,8 @@ pub struct WebSocket {
     listeners: Vec<ListenerGuard>,
     /// The route's inbound limit, when it has one.
     limiter: Option<Box<Limiter>>,
+    /// While the client is not read for the pongs it does not take: when it is closed.
+    pong_stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -160,6 +162,7 @@ impl WebSocket {
             app,
             listeners: Vec::new(),
             limiter: limiter.map(Box::new),
+            pong_stall: None,
         };
         (ws, handshake)
     }
@@ -358,16 +361,11 @@ impl WebSocket {
                     self.conn.set_read_pending(true);
                     return Poll::Pending;
                 }
-                Read::Paused { new } => {
-                    // It sends pings and does not read the pongs: not read until they are out.
-                    if new {
-                        ConnCounters::count(&self.conn.config.counters.pong_backlog_pauses);
-                        tracing::debug!(id = %self.conn.id, "client paused: it does not read its pongs");
-                    }
-                    self.conn.wake_writer();
-                    return Poll::Pending;
-                }
+                Read::Paused { new } => return self.pong_paused(cx, new),
             };
+            if self.pong_stall.is_some() {
+                self.pong_stall = None;
+            }
             self.conn.set_read_pending(false);
             self.conn.frame_read();
             match item {
@@ -396,6 +394,36 @@ impl WebSocket {
                 }
             }
         }
+    }
+
+    /// The client sends pings and does not read the pongs: it is not read until they are out,
+    /// and closed (1008) if it takes none of them within `pong_timeout`.
+    fn pong_paused(
+        &mut self,
+        cx: &mut Context<'_>,
+        new: bool,
+    ) -> Poll<Result<Option<WireMessage>, WsError>> {
+        let counters = &self.conn.config.counters;
+        if new {
+            ConnCounters::count(&counters.pong_backlog_pauses);
+            tracing::debug!(id = %self.conn.id, "client paused: it does not read its pongs");
+        }
+        self.conn.wake_writer();
+        let timeout = self.conn.config.pong_timeout;
+        let stall = self
+            .pong_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.pong_stall = None;
+        ConnCounters::count(&counters.pong_backlog_closes);
+        tracing::debug!(id = %self.conn.id, "client closed: it took no pongs within pong_timeout");
+        let reason = "pongs not read";
+        self.conn
+            .close(close_code::POLICY_VIOLATION, reason, Closing::Abort);
+        self.state = State::Closed;
+        Poll::Ready(Err(WsError::close(close_code::POLICY_VIOLATION, reason)))
     }
 
     /// A message counted against the inbound limit: delivered (the next read waits when the
