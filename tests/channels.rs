@@ -653,3 +653,84 @@ mod rooms {
         server.shutdown().await;
     }
 }
+
+mod bounded_joins {
+    use switchboard::prelude::*;
+    use switchboard::testing::TestServer;
+
+    /// Joins the group each text message names; answers how it went.
+    #[ws_route("/join")]
+    async fn join(mut ws: WebSocket, channels: ChannelBox) -> Result<(), WsError> {
+        ws.accept().await?;
+        while let Some(group) = ws.receive_text().await? {
+            let answer = match channels.add_channel_to_group(&ws.channel(), &group).await {
+                Ok(status) => format!("ok {status:?}"),
+                Err(e) => format!("err {:?} {e}", e.kind()),
+            };
+            ws.send_text(answer).await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_connection_joins_at_most_128_groups_by_default_and_names_are_bounded() {
+        let app = App::builder().only_module(module_path!()).build().unwrap();
+        let server = TestServer::start(app.clone()).await;
+        let mut client = server.connect("/join").await;
+        for n in 0..128 {
+            client.send_text(format!("g{n}")).await;
+            let answer = client.recv_text().await;
+            assert!(answer.starts_with("ok Added"), "join {n}: {answer}");
+        }
+        client.send_text("g0").await;
+        assert_eq!(client.recv_text().await, "ok AlreadyMember");
+        client.send_text("one too many").await;
+        let answer = client.recv_text().await;
+        assert!(answer.starts_with("err Overloaded"), "{answer}");
+        assert!(answer.contains("max_groups_per_connection"), "{answer}");
+        assert!(answer.contains("`one too many`"), "{answer}");
+        assert_eq!(
+            app.internals().groups,
+            128,
+            "a refused join leaves no group"
+        );
+        // The limit is per connection: another one joins that group.
+        let mut other = server.connect("/join").await;
+        other.send_text("one too many").await;
+        assert!(other.recv_text().await.starts_with("ok Added"));
+        // Names: at most 255 bytes.
+        other.send_text("n".repeat(255)).await;
+        assert!(other.recv_text().await.starts_with("ok Added"));
+        other.send_text("n".repeat(256)).await;
+        let answer = other.recv_text().await;
+        assert!(answer.starts_with("err InvalidGroup"), "{answer}");
+        assert!(answer.contains("at most 255 bytes"), "{answer}");
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_limit_is_configurable() {
+        let app = App::builder()
+            .only_module(module_path!())
+            .max_groups_per_connection(2)
+            .build()
+            .unwrap();
+        let server = TestServer::start(app).await;
+        let mut client = server.connect("/join").await;
+        for (group, expected) in [
+            ("a", "ok Added"),
+            ("b", "ok Added"),
+            ("c", "err Overloaded"),
+        ] {
+            client.send_text(group).await;
+            let answer = client.recv_text().await;
+            assert!(answer.starts_with(expected), "{group}: {answer}");
+        }
+        let zero = App::builder()
+            .only_module(module_path!())
+            .max_groups_per_connection(0)
+            .build();
+        assert!(zero.is_err_and(|e| e.to_string().contains("max_groups_per_connection")));
+        server.shutdown().await;
+    }
+}

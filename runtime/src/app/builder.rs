@@ -116,6 +116,7 @@ impl Builder {
             broker_from_env: false,
             groups: GroupsConfig {
                 slow_consumer: SlowConsumer::Close,
+                max_per_connection: 128,
                 history: HistoryLimits {
                     max_entries: 100,
                     max_bytes: 1024 * 1024,
@@ -293,6 +294,15 @@ impl Builder {
     /// [`App::bind`](crate::App::bind); a server of your own sets its own).
     pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
         self.request_head_timeout = timeout;
+        self
+    }
+
+    /// The most groups one connection may be in at once (default 128, as Centrifugo's
+    /// channel limit): past it, [`ChannelBox::add_channel_to_group`](crate::ChannelBox::add_channel_to_group)
+    /// returns an error (kind [`Overloaded`](crate::ErrorKind::Overloaded)). Group names are
+    /// at most 255 bytes.
+    pub fn max_groups_per_connection(mut self, max: usize) -> Self {
+        self.groups.max_per_connection = max;
         self
     }
 
@@ -487,6 +497,8 @@ impl Builder {
             "handshake_timeout must be more than zero"
         } else if self.request_head_timeout.is_zero() {
             "request_head_timeout must be more than zero"
+        } else if self.groups.max_per_connection == 0 {
+            "max_groups_per_connection must be at least 1"
         } else if self.max_request_head < MIN_REQUEST_HEAD {
             "max_request_head must be at least 1024 bytes"
         } else if let Some(problem) = self

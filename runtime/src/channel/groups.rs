@@ -10,6 +10,9 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::history::{Histories, HistoryLimits};
+
+/// The longest group name, in bytes (as Centrifugo's channel names).
+pub(crate) const MAX_GROUP_NAME: usize = 255;
 use super::{AddStatus, Channel, ChannelMetrics, RemoveStatus, SendReport, SlowConsumer};
 use crate::broker::{Broker, Outgoing};
 use crate::conn::ring::Ring;
@@ -39,6 +42,8 @@ impl Group {
 #[derive(Debug, Clone)]
 pub(crate) struct GroupsConfig {
     pub(crate) slow_consumer: SlowConsumer,
+    /// The most groups one connection may be in.
+    pub(crate) max_per_connection: usize,
     pub(crate) history: HistoryLimits,
     pub(crate) sweep_interval: Duration,
 }
@@ -105,6 +110,15 @@ impl Groups {
                 "a group name cannot be empty",
             ));
         }
+        if group.len() > MAX_GROUP_NAME {
+            return Err(Error::new(
+                ErrorKind::InvalidGroup,
+                format!(
+                    "a group name is at most {MAX_GROUP_NAME} bytes; this one has {}",
+                    group.len()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -118,7 +132,7 @@ impl Groups {
                 format!("channel {} is closed: it cannot join `{group}`", conn.id),
             ));
         }
-        let (status, entry) = self.add_member(conn, group);
+        let (status, entry) = self.add_member(conn, group)?;
         if self.broker.is_clustered() {
             // On failure the member stays (local delivery goes on); the caller learns the
             // group is not reachable from other servers yet.
@@ -134,10 +148,24 @@ impl Groups {
     }
 
     /// The synchronous part of a join: the group, created if needed, and the status.
-    fn add_member(&self, conn: &Arc<Conn>, group: &str) -> (AddStatus, Arc<Group>) {
+    fn add_member(&self, conn: &Arc<Conn>, group: &str) -> Result<(AddStatus, Arc<Group>), Error> {
         let _structure = lock(&self.structure);
         let guard = self.table.pin();
-        let (entry, created) = match guard.get(group) {
+        let existing = guard.get(group);
+        let member = existing.is_some_and(|entry| conn.is_in(&entry.ring));
+        let max = self.config.max_per_connection;
+        if !member && conn.group_count() >= max {
+            // Checked before the group is made: a refused join leaves nothing behind.
+            return Err(Error::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "channel {} is in {max} groups, the most a connection may join \
+                     (Builder::max_groups_per_connection): it cannot join `{group}`",
+                    conn.id
+                ),
+            ));
+        }
+        let (entry, created) = match existing {
             Some(entry) => (entry.clone(), false),
             None => {
                 let entry = Arc::new(Group::new(&self.conns));
@@ -153,7 +181,7 @@ impl Groups {
         } else {
             AddStatus::AlreadyMember
         };
-        (status, entry)
+        Ok((status, entry))
     }
 
     /// Removes a channel from a group; the group goes away with its last member.

@@ -87,6 +87,11 @@ impl Conn {
         true
     }
 
+    /// How many groups this connection is in.
+    pub(crate) fn group_count(&self) -> usize {
+        lock(&self.outbound.groups).len()
+    }
+
     /// Leaves a group's ring; returns the members left in it, or `None` if not a member.
     pub(crate) fn leave(&self, ring: &Arc<Ring>) -> Option<usize> {
         let mut groups = lock(&self.outbound.groups);
