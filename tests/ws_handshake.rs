@@ -174,6 +174,67 @@ mod origins {
         drop(plain);
         server.shutdown().await;
     }
+
+    #[tokio::test]
+    async fn by_default_only_pages_of_the_server_itself_may_connect() {
+        let app = App::builder().only_module(module_path!()).build().unwrap();
+        let server = TestServer::start(app).await;
+        // Cross-site WebSocket hijacking: another site's page, with the user's cookie.
+        let refused = server
+            .client("/guarded")
+            .header("origin", "https://evil.example.com")
+            .header("cookie", "session=secret")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status, 403);
+        // The server's own page (the test client's Host is the server's address).
+        let own = format!("http://{}", server.addr());
+        let mut same = server
+            .client("/guarded")
+            .header("origin", &own)
+            .header("cookie", "session=secret")
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(same.recv_text().await, "welcome");
+        drop(same);
+        // The same host on another port is another origin.
+        let other_port = format!("http://127.0.0.1:{}", server.addr().port() + 1);
+        let refused = server
+            .client("/guarded")
+            .header("origin", &other_port)
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status, 403);
+        // No Origin: not a browser.
+        let mut plain = server.connect("/guarded").await;
+        assert_eq!(plain.recv_text().await, "welcome");
+        drop(plain);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn other_origins_are_accepted_when_configured() {
+        for builder in [
+            App::builder().allowed_origins(["https://*.example.com"]),
+            App::builder().allow_any_origin(),
+        ] {
+            let app = builder.only_module(module_path!()).build().unwrap();
+            let server = TestServer::start(app).await;
+            let mut client = server
+                .client("/guarded")
+                .header("origin", "https://chat.example.com")
+                .header("cookie", "session=secret")
+                .connect()
+                .await
+                .unwrap();
+            assert_eq!(client.recv_text().await, "welcome");
+            drop(client);
+            server.shutdown().await;
+        }
+    }
 }
 
 mod capacity {

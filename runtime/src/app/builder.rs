@@ -19,7 +19,7 @@ use crate::conn::{ConnConfig, Connections, Limits};
 use crate::event::bus::{Bus, BusConfig, Spec};
 use crate::event::{Callable, Incoming};
 use crate::registry::{self, HttpRoute, ListenerRegistration, Routes};
-use crate::ws::{InboundLimit, WsSettings};
+use crate::ws::{InboundLimit, Origins, WsSettings};
 use crate::{Error, ErrorKind};
 
 /// The smallest `max_request_head`: a browser's WebSocket upgrade request alone takes several
@@ -53,7 +53,7 @@ pub struct Builder {
     read_buffer_size: usize,
     write_buffer_size: usize,
     conn: ConnConfig,
-    origins: Option<Vec<String>>,
+    origins: Origins,
     limits: Limits,
     shutdown_timeout: Duration,
     handshake_timeout: Duration,
@@ -97,7 +97,7 @@ impl Builder {
             read_buffer_size: 4 * 1024,
             write_buffer_size: 128 * 1024,
             conn: ConnConfig::new(),
-            origins: None,
+            origins: Origins::Same,
             limits: Limits {
                 max: 50_000,
                 per_address: None,
@@ -222,15 +222,25 @@ impl Builder {
         self
     }
 
-    /// Only browsers from these origins may connect (default: any). A request whose `Origin`
-    /// header is not in the list is refused with 403; a request without the header (a
-    /// non-browser client) is let through.
+    /// Lets browsers on these origins connect, besides none other (the default is the same
+    /// origin: a page of this server). Entries are origins such as `https://chat.example.com`;
+    /// `https://*.example.com` allows every subdomain of `example.com`. A handshake whose
+    /// `Origin` is not allowed is refused with 403 (and a log line saying why); a request
+    /// without the header (a server, a CLI, a mobile app) is not affected.
     pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.origins = Some(origins.into_iter().map(Into::into).collect());
+        self.origins = Origins::Listed(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Lets pages of any origin connect. Only for apps that authenticate every connection
+    /// without cookies (a token in the first message, say): a browser sends its cookies with
+    /// a handshake from any site, which could then act as its user.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.origins = Origins::Any;
         self
     }
 

@@ -128,7 +128,13 @@ async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, R
     if app.shutdown_token().is_cancelled() {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
     }
-    if !app.ws().origin_allowed(parts.headers.get(header::ORIGIN)) {
+    let origin = parts.headers.get(header::ORIGIN);
+    if let Err(why) = app
+        .ws()
+        .origins
+        .check(origin, parts.headers.get(header::HOST))
+    {
+        tracing::warn!(path = route.path, "handshake refused: {why}");
         return Err((StatusCode::FORBIDDEN, "origin not allowed").into_response());
     }
     let client = parts

@@ -11,12 +11,15 @@
 //!
 //! [`Channel`]: crate::Channel
 
+pub(crate) use origin::Origins;
+
 pub(crate) mod handler;
 mod handshake;
 mod head;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod origin;
 mod session;
 mod socket;
 
@@ -25,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use crate::conn::{ConnectionId, WsError, close_code};
@@ -43,7 +46,7 @@ use crate::conn::ConnConfig;
 pub(crate) struct WsSettings {
     pub(crate) tungstenite: WebSocketConfig,
     pub(crate) conn: Arc<ConnConfig>,
-    pub(crate) origins: Option<Vec<String>>,
+    pub(crate) origins: Origins,
     pub(crate) shutdown_timeout: Duration,
     /// How long a handler may take to accept or refuse.
     pub(crate) handshake_timeout: Duration,
@@ -90,16 +93,5 @@ impl WsSettings {
             .rev()
             .find(|a| !self.trusted_proxies.contains(a))
             .or(Some(peer))
-    }
-
-    /// Whether a request with this `Origin` may connect: always, without an allow-list or
-    /// without the header (non-browser clients send none).
-    pub(crate) fn origin_allowed(&self, origin: Option<&HeaderValue>) -> bool {
-        match (&self.origins, origin) {
-            (Some(allowed), Some(origin)) => origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
-            _ => true,
-        }
     }
 }
