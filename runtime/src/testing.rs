@@ -52,7 +52,7 @@ mod internals;
 mod redis_server;
 pub use internals::Internals;
 #[cfg(unix)]
-pub use redis_server::{RedisServer, in_ci};
+pub use redis_server::{RedisServer, RedisServerOptions, in_ci};
 
 /// How long a helper waits for something before it panics.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -21,6 +21,7 @@ use crate::conn::ConnectionId;
 mod envelope;
 #[cfg(feature = "redis")]
 mod redis;
+mod secret;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{Redis, RedisMetrics};
@@ -251,7 +252,8 @@ impl Broker for Local {
     }
 }
 
-/// The broker `SWITCHBOARD_REDIS_URL` asks for, if it is set and not empty.
+/// The broker `SWITCHBOARD_REDIS_URL` asks for, if it is set and not empty (with the CAs of
+/// the PEM file `SWITCHBOARD_REDIS_CA` for a `rediss://` server a private CA signed).
 pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
     let Some(url) = std::env::var_os("SWITCHBOARD_REDIS_URL").filter(|v| !v.is_empty()) else {
         return Ok(None);
@@ -264,15 +266,29 @@ pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
     };
     #[cfg(feature = "redis")]
     {
-        Ok(Some(Arc::new(Redis::new(url)?)))
+        let mut broker = Redis::new(url)?;
+        if let Some(path) = std::env::var_os("SWITCHBOARD_REDIS_CA").filter(|v| !v.is_empty()) {
+            let pem = std::fs::read(&path).map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Config,
+                    format!(
+                        "SWITCHBOARD_REDIS_CA={}: cannot read the CA file: {e}",
+                        std::path::Path::new(&path).display()
+                    ),
+                )
+            })?;
+            broker = broker.tls_root_ca(pem)?;
+        }
+        Ok(Some(Arc::new(broker)))
     }
     #[cfg(not(feature = "redis"))]
     {
         Err(Error::new(
             crate::ErrorKind::Config,
             format!(
-                "SWITCHBOARD_REDIS_URL is set ({url}) but switchboard was built without its \
-                 `redis` feature: enable it, or unset the variable to stay in one process"
+                "SWITCHBOARD_REDIS_URL is set ({}) but switchboard was built without its \
+                 `redis` feature: enable it, or unset the variable to stay in one process",
+                secret::redact(url)
             ),
         ))
     }

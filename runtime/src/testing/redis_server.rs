@@ -18,13 +18,52 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-/// A `redis-server` process of a test's own, listening on a Unix socket only (`--port 0`),
-/// without persistence. Stopped (and its folder removed) when dropped.
+/// A `redis-server` process of a test's own, listening on a Unix socket (`--port 0`: no plain
+/// TCP), without persistence; with [`RedisServer::options`], also TLS on a free loopback port,
+/// a password and ACL users. Stopped (and its folder removed) when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
     dir: PathBuf,
     socket: PathBuf,
+    options: RedisServerOptions,
+    /// The TLS port, when TLS is on (kept across a restart).
+    tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// How to start a [`RedisServer`]: `RedisServer::options().password("..").start()`.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct RedisServerOptions {
+    password: Option<String>,
+    users: Vec<(String, String)>,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl RedisServerOptions {
+    /// Every client must authenticate with this password (`requirepass`).
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// An ACL user with every permission, authenticated by `password`.
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Also listens with TLS on a free loopback port (see [`RedisServer::tls_url`]), with this
+    /// certificate chain and key (PEM files). Clients need no certificate of their own.
+    pub fn tls(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert_file.into(), key_file.into()));
+        self
+    }
+
+    /// Starts the server, as [`RedisServer::start`] does.
+    pub async fn start(self) -> Option<RedisServer> {
+        RedisServer::start_with(self).await
+    }
 }
 
 /// Says once per test binary that the tests needing `redis-server` are skipped (written to the
@@ -48,6 +87,15 @@ impl RedisServer {
     /// install it. In CI (see [`in_ci`]) a missing `redis-server` panics instead. Panics
     /// when it does not start.
     pub async fn start() -> Option<RedisServer> {
+        Self::start_with(RedisServerOptions::default()).await
+    }
+
+    /// Options for a server with a password, ACL users or TLS.
+    pub fn options() -> RedisServerOptions {
+        RedisServerOptions::default()
+    }
+
+    async fn start_with(options: RedisServerOptions) -> Option<RedisServer> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if !installed() {
             if in_ci() {
@@ -63,18 +111,28 @@ impl RedisServer {
         ));
         std::fs::create_dir_all(&dir).expect("create a folder for redis-server");
         let socket = dir.join("redis.sock");
+        let tls_port = options.tls.is_some().then(free_port);
         let mut server = RedisServer {
             dir,
             socket,
+            options,
+            tls_port,
             child: None,
         };
         server.resume().await;
         Some(server)
     }
 
-    /// The URL to give `Redis::new`.
+    /// The URL to give `Redis::new` (the Unix socket, without credentials).
     pub fn url(&self) -> String {
         format!("redis+unix://{}", self.socket.display())
+    }
+
+    /// The TLS address, `rediss://127.0.0.1:PORT/` (without credentials), when started with
+    /// [`RedisServerOptions::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("rediss://127.0.0.1:{port}/"))
     }
 
     /// The socket it listens on.
@@ -95,11 +153,31 @@ impl RedisServer {
     pub async fn resume(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", "0", "--unixsocket"])
             .arg(&self.socket)
             .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
+            .arg(&self.dir);
+        if let Some(password) = &self.options.password {
+            command.arg("--requirepass").arg(password);
+        }
+        for (name, password) in &self.options.users {
+            command
+                .args(["--user", name, "on"])
+                .arg(format!(">{password}"))
+                .args(["~*", "&*", "+@all"]);
+        }
+        if let (Some((cert, key)), Some(port)) = (&self.options.tls, self.tls_port) {
+            command
+                .args(["--bind", "127.0.0.1", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -132,6 +210,14 @@ impl Drop for RedisServer {
     }
 }
 
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 fn installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -148,9 +234,10 @@ async fn ping(socket: &Path) -> bool {
     if stream.write_all(b"PING\r\n").await.is_err() {
         return false;
     }
+    // A server with a password answers `-NOAUTH ..`: it is up all the same.
     let mut answer = [0u8; 7];
     matches!(
         tokio::time::timeout(TIMEOUT, stream.read_exact(&mut answer)).await,
         Ok(Ok(_))
-    ) && &answer == b"+PONG\r\n"
+    ) && (&answer == b"+PONG\r\n" || answer.starts_with(b"-NOAUTH"))
 }

@@ -29,7 +29,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use super::envelope::{Envelope, Kind};
+use super::secret::{Secrets, redact};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing};
 use crate::conn::ConnectionId;
 use crate::{Error, ErrorKind};
@@ -130,11 +134,47 @@ struct MemberOp {
     joined: bool,
 }
 
+/// How to reach Redis: the address and credentials from the URL (and the builder), and the
+/// TLS settings, from which the client is made.
+struct Connect {
+    info: redis::ConnectionInfo,
+    /// PEM: the CAs to trust instead of the platform's (`None`: the platform's trust store).
+    root_ca: Option<Vec<u8>>,
+    /// PEM: the client certificate chain and key, for servers that ask for one.
+    client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    client: redis::Client,
+}
+
+impl Connect {
+    /// Makes the client again from the settings.
+    fn rebuild(&mut self) -> redis::RedisResult<()> {
+        self.client = if self.root_ca.is_some() || self.client_cert.is_some() {
+            redis::Client::build_with_tls(
+                self.info.clone(),
+                redis::TlsCertificates {
+                    client_tls: self.client_cert.clone().map(|(client_cert, client_key)| {
+                        redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: self.root_ca.clone(),
+                },
+            )?
+        } else {
+            redis::Client::open(self.info.clone())?
+        };
+        Ok(())
+    }
+}
+
 /// The state every clone and every task shares.
 struct Shared {
-    client: redis::Client,
+    connect: Mutex<Connect>,
     /// The URL without its password, for messages.
     url: String,
+    /// The passwords, scrubbed from any text printed.
+    secrets: Mutex<Secrets>,
     node: Uuid,
     /// The settings of the clone given to the app (set when it is attached).
     config: OnceLock<Config>,
@@ -168,17 +208,43 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// A broker for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// `rediss://..` is not supported, `redis+unix:///path/to/socket`). Nothing connects
-    /// until the app starts.
+    /// A broker for the Redis at `url`. Nothing connects until the app starts.
+    ///
+    /// - `redis://[[user]:password@]host[:port][/db]`: plain TCP.
+    /// - `rediss://[[user]:password@]host[:port][/db]`: TLS, the server's certificate checked
+    ///   against the platform's trust store (or the CAs given to
+    ///   [`tls_root_ca`](Redis::tls_root_ca)). There is no way to turn the check off: the
+    ///   `#insecure` suffix is refused.
+    /// - `redis+unix:///path/to/socket[?db=N&user=U&pass=P]`: a Unix socket.
+    ///
+    /// The password can also be given apart from the URL, with [`password`](Redis::password).
+    /// It never appears in `Debug` output, errors or logs: URLs are printed with `***` in its
+    /// place.
     pub fn new(url: &str) -> Result<Redis, Error> {
-        let client = redis::Client::open(url).map_err(|e| {
+        let mut secrets = Secrets::default();
+        let invalid = |detail: String| {
             Error::new(
                 ErrorKind::Config,
-                format!("invalid Redis URL `{}`: {e}", redact(url)),
+                format!("invalid Redis URL `{}`: {detail}", redact(url)),
             )
-            .with_source(e)
-        })?;
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| invalid(e.to_string()).with_source(e))?;
+        if let Some(password) = info.redis_settings().password() {
+            secrets.add(password);
+        }
+        if let redis::ConnectionAddr::TcpTls { insecure, .. } = info.addr() {
+            if *insecure {
+                return Err(invalid(
+                    "`#insecure` would turn off the check of the server's certificate: give the \
+                     CA that signed it to `Redis::tls_root_ca` instead"
+                        .to_owned(),
+                ));
+            }
+            install_crypto_provider();
+        }
+        let client = redis::Client::open(info.clone())
+            .map_err(|e| invalid(secrets.scrub(&e.to_string())).with_source(e))?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let (members, members_rx) = mpsc::unbounded_channel();
         let (publications, publications_rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -192,8 +258,14 @@ impl Redis {
         Ok(Redis {
             config: config.clone(),
             shared: Arc::new(Shared {
-                client,
+                connect: Mutex::new(Connect {
+                    info,
+                    root_ca: None,
+                    client_cert: None,
+                    client,
+                }),
                 url: redact(url),
+                secrets: Mutex::new(secrets),
                 node: Uuid::new_v4(),
                 config: OnceLock::new(),
                 initial_config: config,
@@ -212,6 +284,128 @@ impl Redis {
                 subscribed: Mutex::new(BTreeSet::new()),
                 counters: Counters::default(),
             }),
+        })
+    }
+
+    /// The password to authenticate with (`AUTH`), in place of one in the URL: for an ACL
+    /// user (Redis 6 and later) together with [`user`](Redis::user), or alone for a server
+    /// with `requirepass`. A wrong one is reported as the connection's error (a join fails with
+    /// it, and the broker retries with backoff), never as a hang.
+    pub fn password(self, password: &str) -> Self {
+        lock(&self.shared.secrets).add(password);
+        self.change_connection(|info| {
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        });
+        self
+    }
+
+    /// The ACL user to authenticate as (Redis 6 and later), with [`password`](Redis::password),
+    /// in place of one in the URL.
+    pub fn user(self, user: &str) -> Self {
+        self.change_connection(|info| {
+            let settings = info.redis_settings().clone().set_username(user);
+            info.set_redis_settings(settings)
+        });
+        self
+    }
+
+    /// Trusts the certificate authorities in `pem` (one or more PEM certificates) for a
+    /// `rediss://` server, instead of the platform's trust store: for a server whose
+    /// certificate a private CA signed.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use switchboard::broker::Redis;
+    ///
+    /// let broker = Redis::new("rediss://cache.internal:6380/")?
+    ///     .user("chat")
+    ///     .password(&std::env::var("REDIS_PASSWORD")?)
+    ///     .tls_root_ca(std::fs::read("/etc/chat/redis-ca.pem")?)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors when the URL is not `rediss://` or `pem` holds no certificate.
+    pub fn tls_root_ca(self, pem: impl Into<Vec<u8>>) -> Result<Self, Error> {
+        self.require_tls()?;
+        let pem = pem.into();
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cannot read the Redis CA certificates (PEM): {e}"),
+                )
+            })?;
+        if certificates.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "no certificate in the PEM given as the Redis CA (it should hold one or more \
+                 `-----BEGIN CERTIFICATE-----` blocks)",
+            ));
+        }
+        self.change_tls(|connect| connect.root_ca = Some(pem))?;
+        Ok(self)
+    }
+
+    /// A client certificate (PEM chain) and its private key (PEM), for a `rediss://` server
+    /// that asks clients for one (`tls-auth-clients yes`).
+    ///
+    /// Errors when the URL is not `rediss://` or the PEM cannot be read.
+    pub fn tls_client_cert(
+        self,
+        chain: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        let pair = (chain.into(), key.into());
+        self.change_tls(|connect| connect.client_cert = Some(pair))?;
+        Ok(self)
+    }
+
+    fn change_connection(
+        &self,
+        change: impl FnOnce(redis::ConnectionInfo) -> redis::ConnectionInfo,
+    ) {
+        let mut connect = lock(&self.shared.connect);
+        connect.info = change(connect.info.clone());
+        // The address was valid when the client was first made: only credentials changed.
+        if let Err(e) = connect.rebuild() {
+            tracing::error!(
+                url = %self.shared.url,
+                "cannot apply the Redis credentials: {}",
+                self.shared.scrub(&e.to_string())
+            );
+        }
+    }
+
+    fn require_tls(&self) -> Result<(), Error> {
+        let connect = lock(&self.shared.connect);
+        if matches!(connect.info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "TLS settings need a `rediss://` URL, not `{}`",
+                self.shared.url
+            ),
+        ))
+    }
+
+    fn change_tls(&self, change: impl FnOnce(&mut Connect)) -> Result<(), Error> {
+        self.require_tls()?;
+        let mut connect = lock(&self.shared.connect);
+        let before = (connect.root_ca.clone(), connect.client_cert.clone());
+        change(&mut connect);
+        connect.rebuild().map_err(|e| {
+            (connect.root_ca, connect.client_cert) = before;
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid TLS settings for Redis: {}",
+                    self.shared.scrub(&e.to_string())
+                ),
+            )
         })
     }
 
@@ -281,15 +475,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `url` without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
+/// Makes ring rustls's crypto provider for this process, unless one is already chosen (rustls
+/// cannot pick one itself when the program links two).
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing the race to another thread that installed one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -310,7 +501,18 @@ impl Shared {
         format!("{}:events", self.config().prefix)
     }
 
+    /// The client to connect with.
+    fn client(&self) -> redis::Client {
+        lock(&self.connect).client.clone()
+    }
+
+    /// `text` (from the Redis client or server) with the passwords hidden.
+    fn scrub(&self, text: &str) -> String {
+        lock(&self.secrets).scrub(text)
+    }
+
     fn broker_error(&self, what: &str, detail: impl std::fmt::Display) -> Error {
+        let detail = self.scrub(&detail.to_string());
         Error::new(
             ErrorKind::Broker,
             format!("{what} (Redis at {}): {detail}", self.url),
@@ -337,7 +539,7 @@ impl Shared {
                     .set_number_of_retries(1)
                     .set_min_delay(config.backoff_min)
                     .set_max_delay(config.backoff_max);
-                ConnectionManager::new_lazy_with_config(self.client.clone(), settings)
+                ConnectionManager::new_lazy_with_config(self.client(), settings)
             })
             .await
             .cloned()
@@ -593,12 +795,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(
-            redact("redis://user:secret@127.0.0.1:6379/0"),
-            "redis://user:***@127.0.0.1:6379/0"
+    fn passwords_stay_out_of_debug_and_errors() {
+        let broker = Redis::new("redis://app:hunter22@127.0.0.1:1/0")
+            .unwrap()
+            .password("another-secret");
+        let printed = format!("{broker:?} {:#?}", broker);
+        assert!(
+            printed.contains("redis://app:***@127.0.0.1:1/0"),
+            "{printed}"
         );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert!(!printed.contains("hunter22") && !printed.contains("another-secret"));
+        let error = broker
+            .shared
+            .broker_error("cannot connect", "server said: bad password another-secret");
+        assert!(!error.to_string().contains("another-secret"), "{error}");
+
+        let unix = Redis::new("redis+unix:///tmp/none.sock?pass=hunter22").unwrap();
+        assert!(!format!("{unix:?}").contains("hunter22"));
+        let bad = Redis::new("redis://:hunter22@[::1").unwrap_err();
+        assert!(!bad.to_string().contains("hunter22"), "{bad}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_when_given() {
+        let no_tls = Redis::new("redis://127.0.0.1:1").unwrap();
+        let e = no_tls.tls_root_ca("-").unwrap_err();
+        assert!(e.to_string().contains("need a `rediss://` URL"), "{e}");
+
+        // (A valid CA is accepted in the cluster tests, which make one.)
+        let tls = Redis::new("rediss://127.0.0.1:1").unwrap();
+        let e = tls.clone().tls_root_ca("not a certificate").unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        let e = tls.tls_client_cert("no chain", "no key").unwrap_err();
+        assert!(e.to_string().contains("invalid TLS settings"), "{e}");
+
+        let e = Redis::new("rediss://127.0.0.1:1/#insecure").unwrap_err();
+        assert!(e.to_string().contains("`#insecure`"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(super) async fn run(
         let Ended::Failed { error, was_up } = ended else {
             return;
         };
+        // What the client library or the server said may quote a secret.
+        let error = shared.scrub(&error);
         if was_up {
             backoff = config.backoff_min;
         }
@@ -87,7 +89,7 @@ async fn connection(
     down_since: &mut Option<Instant>,
 ) -> Ended {
     let timeout = shared.config().timeout;
-    let pubsub = match tokio::time::timeout(timeout, shared.client.get_async_pubsub()).await {
+    let pubsub = match tokio::time::timeout(timeout, shared.client().get_async_pubsub()).await {
         Ok(Ok(pubsub)) => pubsub,
         Ok(Err(e)) => return failed(e, false),
         Err(_) => return failed(format!("no connection within {timeout:?}"), false),
