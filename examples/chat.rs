@@ -88,12 +88,11 @@ async fn page() -> Html<&'static str> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), switchboard::Error> {
-    let app = App::builder()
-        .broker_from_env()
-        .route("/stats", get(stats))
-        .route("/cluster", get(cluster))
-        .route("/", get(page))
-        .build()?;
-    switchboard_examples::serve(app).await
+async fn main() -> std::process::ExitCode {
+    switchboard_examples::run(|app| {
+        app.route("/stats", get(stats))
+            .route("/cluster", get(cluster))
+            .route("/", get(page))
+    })
+    .await
 }

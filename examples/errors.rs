@@ -63,11 +63,17 @@ async fn errors(State(log): State<ErrorLog>) -> Json<Value> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), switchboard::Error> {
-    let app = App::builder()
-        .broker_from_env()
-        .state(ErrorLog::default())
-        .route("/errors", get(errors))
-        .build()?;
-    switchboard_examples::serve(app).await
+async fn main() -> std::process::ExitCode {
+    switchboard_examples::run(|app| {
+        app.state(ErrorLog::default())
+            .route("/errors", get(errors))
+            .route(
+                "/",
+                switchboard_examples::about(
+                    "errors: connect a WebSocket to /orders and send {\"item\": \"..\", \
+                     \"quantity\": n}; GET /errors lists the failures",
+                ),
+            )
+    })
+    .await
 }

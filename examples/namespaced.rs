@@ -70,11 +70,17 @@ async fn seen(State(seen): State<Seen>, events: Events) -> Json<Value> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), switchboard::Error> {
-    let app = App::builder()
-        .broker_from_env()
-        .state(Seen::default())
-        .route("/events", get(seen))
-        .build()?;
-    switchboard_examples::serve(app).await
+async fn main() -> std::process::ExitCode {
+    switchboard_examples::run(|app| {
+        app.state(Seen::default())
+            .route("/events", get(seen))
+            .route(
+                "/",
+                switchboard_examples::about(
+                    "namespaced: connect a WebSocket to /ws and send text; GET /events counts \
+                     the events of the `websocket` namespace",
+                ),
+            )
+    })
+    .await
 }

@@ -35,10 +35,15 @@ async fn create(events: Events, Json(notification): Json<Value>) -> Json<Value> 
 }
 
 #[tokio::main]
-async fn main() -> Result<(), switchboard::Error> {
-    let app = App::builder()
-        .broker_from_env()
-        .route("/notifications", post(create))
-        .build()?;
-    switchboard_examples::serve(app).await
+async fn main() -> std::process::ExitCode {
+    switchboard_examples::run(|app| {
+        app.route("/notifications", post(create)).route(
+            "/",
+            switchboard_examples::about(
+                "notifications: connect a WebSocket to /notifications, then POST JSON to \
+                 /notifications to send it to every connected client",
+            ),
+        )
+    })
+    .await
 }

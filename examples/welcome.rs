@@ -53,6 +53,15 @@ async fn welcome(init: ConnInit) -> Result<(), WsError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), switchboard::Error> {
-    switchboard_examples::serve(App::builder().broker_from_env().build()?).await
+async fn main() -> std::process::ExitCode {
+    switchboard_examples::run(|app| {
+        app.route(
+            "/",
+            switchboard_examples::about(
+                "welcome: connect WebSockets to /ws; the first is welcomed, each hears who \
+                 joins after it",
+            ),
+        )
+    })
+    .await
 }

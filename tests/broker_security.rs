@@ -5,14 +5,13 @@
 //! Every log line of the process, at every level, goes to one buffer (a global subscriber);
 //! each test greps all of it for every secret the tests use once it is done.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use switchboard::broker::Redis;
 use switchboard::prelude::*;
 use switchboard::testing::{RedisServer, TestClient, TestServer};
+use switchboard_tests::{CapturedLogs, captured_logs};
 
 /// The password of the ACL user `app` on every server of these tests.
 const SECRET: &str = "s3cret-Pa55word";
@@ -32,44 +31,19 @@ async fn room(mut ws: WebSocket, name: String, channels: ChannelBox) -> Result<(
     Ok(())
 }
 
-/// Every log line of this process.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs the capturing subscriber (once per process) and returns the buffer.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
+fn logs() -> &'static CapturedLogs {
+    captured_logs()
 }
 
 /// Fails when any captured line holds a secret; returns the lines.
 fn assert_no_secret_logged() -> String {
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
-    for line in text.lines() {
+    let lines = logs().lines();
+    for line in &lines {
         for secret in [SECRET, WRONG] {
             assert!(!line.contains(secret), "a log line holds a secret: {line}");
         }
     }
-    text
+    lines.join("\n")
 }
 
 /// A CA made for this test, a certificate it signed for `127.0.0.1`, and their files.

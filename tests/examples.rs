@@ -425,3 +425,112 @@ async fn errors_reach_one_central_listener() {
     ));
     assert!(example.terminate().await.success());
 }
+
+/// Runs an example that must fail to start: returns its standard error, checked to be one
+/// line, after checking it exited with code 1.
+async fn fails_to_start(name: &str, env: &[(&str, &str)]) -> String {
+    let binary = binary(name);
+    let run = Command::new(&binary)
+        .env_remove("SWITCHBOARD_REDIS_URL")
+        .env_remove("SWITCHBOARD_REDIS_CA")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the example ends within 30 s")
+        .expect("run the example");
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(1), "{env:?}: {stderr}");
+    assert!(output.stdout.is_empty(), "{env:?}: nothing on stdout");
+    assert_eq!(stderr.lines().count(), 1, "{env:?}: one line: {stderr}");
+    assert!(!stderr.contains("Error {"), "no Debug dump: {stderr}");
+    stderr.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn a_bad_address_ends_with_one_line_naming_the_setting() {
+    for value in [
+        "nonsense",
+        "",
+        "http://127.0.0.1:8123",
+        "127.0.0.1",
+        "[::1:80",
+    ] {
+        let line = fails_to_start("chat", &[("SWITCHBOARD_ADDR", value)]).await;
+        assert_eq!(
+            line,
+            format!("error: SWITCHBOARD_ADDR={value}: expected HOST:PORT such as 127.0.0.1:8000")
+        );
+    }
+    // Every example goes through the same start.
+    let line = fails_to_start("welcome", &[("SWITCHBOARD_ADDR", "http://x")]).await;
+    assert_eq!(
+        line,
+        "error: SWITCHBOARD_ADDR=http://x: expected HOST:PORT such as 127.0.0.1:8000"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_ends_with_one_line_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let line = fails_to_start("chat", &[("SWITCHBOARD_ADDR", &addr)]).await;
+    assert!(
+        line.starts_with(&format!("error: SWITCHBOARD_ADDR={addr}: cannot listen on")),
+        "{line}"
+    );
+    assert!(
+        line.to_lowercase().contains("address already in use"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_redis_setting_ends_with_one_line_naming_it() {
+    let env = [
+        ("SWITCHBOARD_ADDR", "127.0.0.1:0"),
+        ("SWITCHBOARD_REDIS_URL", "http://user:hunter22@x"),
+    ];
+    let line = fails_to_start("chat", &env).await;
+    assert!(
+        line.starts_with("error: SWITCHBOARD_REDIS_URL=http://user:***@x: invalid Redis URL"),
+        "{line}"
+    );
+    assert!(line.contains("expected redis://HOST[:PORT][/DB]"), "{line}");
+    assert!(!line.contains("hunter22"), "{line}");
+
+    let env = [
+        ("SWITCHBOARD_ADDR", "127.0.0.1:0"),
+        ("SWITCHBOARD_REDIS_URL", "rediss://127.0.0.1:1/"),
+        ("SWITCHBOARD_REDIS_CA", "/nonexistent/ca.pem"),
+    ];
+    let line = fails_to_start("chat", &env).await;
+    assert!(
+        line.starts_with("error: SWITCHBOARD_REDIS_CA=/nonexistent/ca.pem: cannot read"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn every_example_says_what_to_connect_to_at_its_root() {
+    for (name, connect_to) in [
+        ("notifications", "/notifications"),
+        ("namespaced", "/ws"),
+        ("welcome", "/ws"),
+        ("errors", "/orders"),
+    ] {
+        let example = Example::start(name).await;
+        let root = example.get("/").await;
+        assert_eq!(root.status, 200, "{name}");
+        assert!(
+            root.body.starts_with(name) && root.body.contains(connect_to),
+            "{name}: {}",
+            root.body
+        );
+        let status = example.terminate().await;
+        assert!(status.success(), "{name}: {status}");
+    }
+}

@@ -8,7 +8,7 @@ extern crate self as switchboard;
 // The layers, from the bottom; each uses only the layers below it, and any may hold the `App`
 // handle (which `app` assembles from them all):
 //
-//   error     the one error type
+//   error     the one error type; log: bounds on log lines clients could multiply
 //   conn      the connection core: state, outbound queue and rings, writer, keep-alive,
 //             the live connections
 //   broker    where groups live (`Local`, `Redis`); delivers into the app through a trait
@@ -28,6 +28,7 @@ mod conn;
 mod error;
 pub mod event;
 mod extract;
+mod log;
 mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{App, AppInner, router};
+use super::{App, AppInner, Summary, router};
 use crate::broker::{self, Broker, Local};
 use crate::channel::groups::{Groups, GroupsConfig};
 use crate::channel::{HistoryLimits, SlowConsumer};
@@ -447,7 +447,13 @@ impl Builder {
             conns.clone(),
             connections.clone(),
         );
+        let summary = Summary {
+            ws_routes: routes.ws.len(),
+            http_routes: routes.http.len() + routes.shared.len(),
+            listeners: listeners.len(),
+        };
         let inner = Arc::new_cyclic(|me| AppInner {
+            summary,
             me: me.clone(),
             bus: Arc::new(bus),
             groups: Arc::new(groups),

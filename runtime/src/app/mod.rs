@@ -41,6 +41,8 @@ pub struct App {
 struct AppInner {
     /// This app, weakly (for the parts that are handed `&AppInner`).
     me: Weak<AppInner>,
+    /// What it was built with, for the start-up log line.
+    summary: Summary,
     bus: Arc<Bus>,
     groups: Arc<Groups>,
     broker: Arc<dyn Broker>,
@@ -138,6 +140,10 @@ impl App {
         &self.inner.broker
     }
 
+    pub(crate) fn summary(&self) -> Summary {
+        self.inner.summary
+    }
+
     /// Starts the app's background work once, inside the runtime that serves it: the broker's
     /// tasks and the channel expiry sweeper.
     pub(crate) fn start(&self) {
@@ -160,6 +166,15 @@ impl App {
         }
         router.with_state(self.clone())
     }
+}
+
+/// What an app was built with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Summary {
+    pub(crate) ws_routes: usize,
+    pub(crate) http_routes: usize,
+    /// Listeners the macros registered (run-time ones come later).
+    pub(crate) listeners: usize,
 }
 
 /// An app that does not keep itself alive (held by parts the app owns).

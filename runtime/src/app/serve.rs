@@ -39,7 +39,7 @@ impl App {
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, Error> {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::io("cannot bind the server address", e))?;
+            .map_err(|e| Error::io("cannot listen on this address", e))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
@@ -115,13 +115,22 @@ impl Server {
             listener,
             app,
             signals,
-            ..
+            local_addr: self_addr,
         } = self;
         let token = app.shutdown_token().clone();
         if signals {
             tokio::spawn(watch_signals(token.clone()));
         }
         let router = app.router();
+        let summary = app.summary();
+        tracing::info!(
+            address = %self_addr,
+            ws_routes = summary.ws_routes,
+            http_routes = summary.http_routes,
+            listeners = summary.listeners,
+            broker = %app.broker().describe(),
+            "listening"
+        );
         let head = HeadLimits {
             timeout: app.ws().request_head_timeout,
             max_bytes: app.ws().max_request_head,
@@ -150,6 +159,7 @@ impl Server {
         let shutdown = app.shutdown_handle();
         shutdown.close_connections();
         shutdown.wait().await;
+        tracing::info!("shutdown complete");
         Ok(())
     }
 }
@@ -266,9 +276,9 @@ impl Shutdown {
         let closed = self
             .app
             .close_all_connections(close_code::GOING_AWAY, "server shutting down");
-        tracing::debug!(
+        tracing::info!(
             connections = closed,
-            "shutdown: closing WebSocket connections"
+            "shutdown: stopped accepting, closing WebSocket connections (1001)"
         );
     }
 

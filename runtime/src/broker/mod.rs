@@ -160,6 +160,18 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// in [`start`](Broker::start)).
     fn attach(&self, inbox: Inbox);
 
+    /// What the broker is, for log lines and operators' pages (`local`, `redis
+    /// redis://host:6379/`); never a secret.
+    fn describe(&self) -> String {
+        "local".to_owned()
+    }
+
+    /// Whether the broker can reach the other servers now (readiness checks ask): `true` for
+    /// a broker with nothing to reach.
+    fn is_up(&self) -> bool {
+        true
+    }
+
     /// Called when the app starts serving, inside the runtime: start background work that
     /// could not start in [`attach`](Broker::attach).
     fn start(&self) {}
@@ -266,7 +278,13 @@ pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
     };
     #[cfg(feature = "redis")]
     {
-        let mut broker = Redis::new(url)?;
+        let named = |e: Error| {
+            Error::new(
+                crate::ErrorKind::Config,
+                format!("SWITCHBOARD_REDIS_URL={}: {e}", secret::redact(url)),
+            )
+        };
+        let mut broker = Redis::new(url).map_err(named)?;
         if let Some(path) = std::env::var_os("SWITCHBOARD_REDIS_CA").filter(|v| !v.is_empty()) {
             let pem = std::fs::read(&path).map_err(|e| {
                 Error::new(
@@ -277,7 +295,7 @@ pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
                     ),
                 )
             })?;
-            broker = broker.tls_root_ca(pem)?;
+            broker = broker.tls_root_ca(pem).map_err(named)?;
         }
         Ok(Some(Arc::new(broker)))
     }

@@ -389,7 +389,14 @@ impl Groups {
         ) {
             report.slow_consumers_closed += 1;
             self.counters.slow_closed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(channel = %conn.id, "slow consumer closed");
+            if let Some(skipped) = conn.config.logs.slow_consumers.allow() {
+                tracing::warn!(
+                    id = %conn.id,
+                    code = close_code::POLICY_VIOLATION,
+                    skipped,
+                    "slow consumer closed: its outbound queue is full"
+                );
+            }
         }
         // It no longer reads this group; its other groups drop it when it closes.
     }

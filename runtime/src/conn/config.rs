@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::log::LogLimit;
+
 /// What every connection of an app shares: its settings, the counter that orders everything
 /// the connections are sent, and the clock their activity is measured on.
 #[derive(Debug)]
@@ -22,6 +24,16 @@ pub(crate) struct ConnConfig {
     pub(crate) rings: AtomicUsize,
     /// What the protections of connections did.
     pub(crate) counters: ConnCounters,
+    /// Bounds on the log lines clients can cause.
+    pub(crate) logs: ConnLogs,
+}
+
+/// Log lines that clients could cause by the thousand, each bounded.
+#[derive(Debug, Default)]
+pub(crate) struct ConnLogs {
+    pub(crate) handler_failures: LogLimit,
+    pub(crate) rate_limits: LogLimit,
+    pub(crate) slow_consumers: LogLimit,
 }
 
 /// What the protections of an app's connections did (see `App::connection_metrics`).
@@ -64,6 +76,7 @@ impl ConnConfig {
             expiring: AtomicUsize::new(0),
             rings: AtomicUsize::new(0),
             counters: ConnCounters::default(),
+            logs: ConnLogs::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use super::context::EventId;
 use super::listener::Callable;
 use super::name::{self, Pattern};
 use super::{EventMetrics, Priority};
+use crate::log::LogLimit;
 use crate::{Error, ErrorKind};
 
 /// The documented name of the event that reports failed listeners (payload: [`ListenerFailed`]).
@@ -156,6 +157,8 @@ pub(crate) struct Bus {
     clock: quanta::Clock,
     config: BusConfig,
     background: Arc<Semaphore>,
+    /// Bounds the log lines of failing listeners.
+    pub(crate) failure_log: LogLimit,
 }
 
 impl std::fmt::Debug for Bus {
@@ -178,6 +181,7 @@ impl Bus {
             wildcards: AtomicUsize::new(0),
             next_event: AtomicU64::new(1),
             clock: quanta::Clock::new(),
+            failure_log: LogLimit::default(),
             bus_id: {
                 static NEXT_BUS: AtomicU64 = AtomicU64::new(0);
                 NEXT_BUS.fetch_add(1, Ordering::Relaxed)

@@ -111,8 +111,13 @@ struct Core<'a> {
     suspended: Option<Box<Suspended<'a>>>,
 }
 
+/// The event id of an emit that has not started.
+const NO_ID: u64 = u64::MAX;
+
 #[derive(Default)]
 struct Suspended<'a> {
+    /// The emit's span, when debug lines are wanted.
+    span: Option<tracing::Span>,
     /// Held once a listener suspended (until then the list is read under the map's guard): the
     /// name's slot (for its counters) and the list this emit runs.
     entry: Option<(Arc<Slot>, Arc<Listeners>)>,
@@ -140,7 +145,7 @@ impl<'a> Core<'a> {
             report_failures,
             memo: None,
             tally: Tally {
-                event_id: EventId(0),
+                event_id: EventId(NO_ID),
                 executed: 0,
                 failed: 0,
                 timed_out: 0,
@@ -155,6 +160,44 @@ impl<'a> Core<'a> {
     }
 
     fn poll(
+        &mut self,
+        payload: &mut (dyn Any + Send + Sync),
+        cx: &mut Context<'_>,
+    ) -> Poll<EmitReport> {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            return self.poll_traced(payload, cx);
+        }
+        self.poll_listeners(payload, cx)
+    }
+
+    /// [`poll`](Self::poll) inside the emit's span (event name and id), when debug lines are
+    /// wanted: the span lives in the suspended part, so emits pay for it only then.
+    #[cold]
+    #[inline(never)]
+    fn poll_traced(
+        &mut self,
+        payload: &mut (dyn Any + Send + Sync),
+        cx: &mut Context<'_>,
+    ) -> Poll<EmitReport> {
+        let span = match self.suspended.as_mut().and_then(|s| s.span.take()) {
+            Some(span) => span,
+            None => {
+                // The first poll (in general): the id is taken here so that the span has it
+                // from the start.
+                if self.tally.event_id.0 == NO_ID {
+                    self.tally.event_id = self.bus.next_event_id();
+                }
+                tracing::debug_span!("emit", event = %self.name, id = self.tally.event_id.0)
+            }
+        };
+        let result = span.in_scope(|| self.poll_listeners(payload, cx));
+        if result.is_pending() {
+            self.suspended().span = Some(span);
+        }
+        result
+    }
+
+    fn poll_listeners(
         &mut self,
         payload: &mut (dyn Any + Send + Sync),
         cx: &mut Context<'_>,
@@ -180,7 +223,9 @@ impl<'a> Core<'a> {
         payload: &mut (dyn Any + Send + Sync),
         cx: &mut Context<'_>,
     ) -> Poll<EmitReport> {
-        self.tally.event_id = self.bus.next_event_id();
+        if self.tally.event_id.0 == NO_ID {
+            self.tally.event_id = self.bus.next_event_id();
+        }
         let guard = self.bus.index.pin();
         let owned;
         let slot = match guard.get(&*self.name) {
@@ -359,22 +404,29 @@ impl<'a> Core<'a> {
             self.tally.timed_out += 1;
         }
         let message = failure.message();
+        let skipped = self.bus.failure_log.allow();
         if !self.report_failures {
-            tracing::error!(
-                event = &*self.name,
-                listener = %listener.label,
-                kind = failure.kind(),
-                "error-event listener failed (not re-emitted): {message}"
-            );
+            if let Some(skipped) = skipped {
+                tracing::error!(
+                    event = &*self.name,
+                    listener = %listener.label,
+                    kind = failure.kind(),
+                    skipped,
+                    "error-event listener failed (not re-emitted): {message}"
+                );
+            }
             return;
         }
-        tracing::warn!(
-            event = &*self.name,
-            event_id = self.tally.event_id.0,
-            listener = %listener.label,
-            kind = failure.kind(),
-            "listener failed: {message}"
-        );
+        if let Some(skipped) = skipped {
+            tracing::error!(
+                event = &*self.name,
+                event_id = self.tally.event_id.0,
+                listener = %listener.label,
+                kind = failure.kind(),
+                skipped,
+                "listener failed: {message}"
+            );
+        }
         if !self.bus.has_listeners(LISTENER_ERROR) {
             return;
         }

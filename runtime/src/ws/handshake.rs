@@ -9,6 +9,7 @@
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::Poll;
 
 use axum::body::Body;
@@ -19,6 +20,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tracing::Instrument;
 
 use super::handler::{HandlerFailure, Route, WsRequest, WsStart, not_found};
 use super::head::Head;
@@ -38,6 +40,33 @@ pub(crate) async fn handle(route: &'static Route, app: App, request: Request) ->
     };
     let path = parts.uri.path().to_owned();
     let conn = Conn::new(app.ws().conn.clone());
+    // Everything about this connection from here on (the handshake, the handler, the close)
+    // is logged inside its span.
+    let span = tracing::debug_span!(
+        "connection",
+        route = %route.path,
+        path = %path,
+        id = %conn.id,
+        peer = tracing::field::Empty,
+    );
+    if let Some(client) = upgrade.client {
+        span.record("peer", tracing::field::display(client));
+    }
+    decide(route, app, parts, upgrade, path, conn)
+        .instrument(span)
+        .await
+}
+
+/// Runs the handler until it accepts (the 101, and the session goes on in a task of its own)
+/// or refuses.
+async fn decide(
+    route: &'static Route,
+    app: App,
+    parts: Parts,
+    upgrade: Upgrade,
+    path: String,
+    conn: Arc<Conn>,
+) -> Response {
     let head = Head::new(&parts, upgrade.params, upgrade.client);
     let limiter = app.ws().limit_for(route.path).map(Limiter::new);
     let (ws, handshake) = WebSocket::pending(conn.clone(), head, app.clone(), limiter);
@@ -81,10 +110,13 @@ pub(crate) async fn handle(route: &'static Route, app: App, request: Request) ->
                 handler,
                 slot: upgrade.slot,
             };
-            app.tasks().spawn(session.run());
+            tracing::debug!(status = 101, "handshake accepted");
+            app.tasks()
+                .spawn(session.run().instrument(tracing::Span::current()));
             response
         }
         Some(Decision::Refuse { code, reason }) => {
+            tracing::debug!(code, reason, "handshake refused by the handler");
             if ended.is_none() {
                 // The rest of the handler runs on, without a connection.
                 app.tasks().spawn(async move {

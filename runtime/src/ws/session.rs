@@ -88,9 +88,10 @@ impl Session {
             return;
         }
         drop(handshake);
+        tracing::debug!("connection opened");
         lifecycle::connected(&app, &conn, &path, client).await;
         let ended = drive(&conn, &mut handler).await;
-        let (code, reason) = match failure(&conn, &path, ended) {
+        let (code, reason) = match failure(&conn, &path, client, ended) {
             None => (close_code::NORMAL, String::new()),
             Some(failure) => {
                 let (message, code) = (&failure.message, failure.code);
@@ -106,6 +107,7 @@ impl Session {
             (None, Some((code, reason))) => (code, reason, false),
             (None, None) => (code, reason, false),
         };
+        tracing::debug!(code, reason, by_client, "connection closed");
         lifecycle::disconnected(&app, &conn, &path, code, &reason, by_client).await;
     }
 }
@@ -135,20 +137,47 @@ async fn open(
     )
 }
 
-/// How the handler failed, if it did (logged here): an error, or a panic (1011).
-fn failure(conn: &Conn, path: &str, ended: <Handler as Future>::Output) -> Option<HandlerFailure> {
-    match ended {
-        Ok(Ok(())) => None,
-        Ok(Err(failure)) => {
-            tracing::debug!(path, %conn.id, failure.code, "handler failed: {}", failure.message);
-            Some(failure)
-        }
-        Err(panic) => {
-            let message = format!("panicked: {}", panic_message(&*panic));
-            tracing::error!(path, %conn.id, "handler {message}");
-            Some(HandlerFailure::internal(message))
+/// How the handler failed, if it did (logged here, at most a few lines a second): an error,
+/// or a panic (1011).
+fn failure(
+    conn: &Conn,
+    path: &str,
+    client: Option<SocketAddr>,
+    ended: <Handler as Future>::Output,
+) -> Option<HandlerFailure> {
+    let (failure, panicked) = match ended {
+        Ok(Ok(())) => return None,
+        Ok(Err(failure)) => (failure, false),
+        Err(panic) => (
+            HandlerFailure::internal(format!("panicked: {}", panic_message(&*panic))),
+            true,
+        ),
+    };
+    if let Some(skipped) = conn.config.logs.handler_failures.allow() {
+        let peer = client.map(tracing::field::display);
+        if panicked {
+            tracing::error!(
+                path,
+                id = %conn.id,
+                peer,
+                code = failure.code,
+                skipped,
+                "handler failed: {}",
+                failure.message
+            );
+        } else {
+            tracing::warn!(
+                path,
+                id = %conn.id,
+                peer,
+                code = failure.code,
+                skipped,
+                "handler failed: {}",
+                failure.message
+            );
         }
     }
+    Some(failure)
 }
 
 /// Runs the handler to its end; once a close is requested, the connection gets

@@ -442,12 +442,25 @@ impl WebSocket {
             Admit::Within => Ok(Some(message)),
             Admit::Paused => {
                 ConnCounters::count(&counters.rate_limit_pauses);
-                tracing::debug!(id = %self.conn.id, "client paused: past its inbound limit");
+                if let Some(skipped) = self.conn.config.logs.rate_limits.allow() {
+                    tracing::warn!(
+                        id = %self.conn.id,
+                        skipped,
+                        "client paused: past its inbound limit"
+                    );
+                }
                 Ok(Some(message))
             }
             Admit::Close => {
                 ConnCounters::count(&counters.rate_limit_closes);
-                tracing::warn!(id = %self.conn.id, "client closed: past its inbound limit");
+                if let Some(skipped) = self.conn.config.logs.rate_limits.allow() {
+                    tracing::warn!(
+                        id = %self.conn.id,
+                        code = close_code::POLICY_VIOLATION,
+                        skipped,
+                        "client closed: past its inbound limit"
+                    );
+                }
                 let reason = "rate limit exceeded";
                 self.conn
                     .close(close_code::POLICY_VIOLATION, reason, Closing::Graceful);

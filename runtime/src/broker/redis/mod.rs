@@ -225,7 +225,11 @@ impl Redis {
         let invalid = |detail: String| {
             Error::new(
                 ErrorKind::Config,
-                format!("invalid Redis URL `{}`: {detail}", redact(url)),
+                format!(
+                    "invalid Redis URL `{}`: {detail}; expected redis://HOST[:PORT][/DB], \
+                     rediss://HOST[:PORT][/DB] (TLS) or redis+unix:///PATH",
+                    redact(url)
+                ),
             )
         };
         let info = redis::IntoConnectionInfo::into_connection_info(url)
@@ -653,6 +657,14 @@ impl Broker for Redis {
 
     fn start(&self) {
         self.shared.start();
+    }
+
+    fn describe(&self) -> String {
+        format!("redis {}", self.shared.url)
+    }
+
+    fn is_up(&self) -> bool {
+        self.is_connected()
     }
 
     fn subscribe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), Error>> {

@@ -152,7 +152,7 @@ async fn subscribe_channels(
 fn report_up(shared: &Shared, inbox: &Inbox, down_since: Option<Instant>) {
     let down_ms = down_since.map_or(0, |since| since.elapsed().as_millis());
     let resubscribed = lock(&shared.subscribed).len();
-    tracing::info!(url = %shared.url, down_ms, resubscribed, "Redis connection back");
+    tracing::warn!(url = %shared.url, down_ms, resubscribed, "Redis connection back");
     inbox.report(
         CLUSTER_UP,
         serde_json::json!({
