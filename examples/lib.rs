@@ -9,7 +9,8 @@
 //! | `errors` | handler failures handled by one central error listener |
 //!
 //! Every example runs through [`run`]: it logs through `tracing` (`RUST_LOG`, default `info`),
-//! listens on `SWITCHBOARD_ADDR` (default `127.0.0.1:8000`), joins a cluster when
+//! serves `/healthz` and `/readyz` for load balancers, listens on `SWITCHBOARD_ADDR` (default
+//! `127.0.0.1:8000`), joins a cluster when
 //! `SWITCHBOARD_REDIS_URL` is set, prints `listening on http://ADDR` once it accepts
 //! connections, and shuts down gracefully on SIGINT or SIGTERM. A setting it cannot use ends
 //! it with one line on standard error naming the setting, its value and what was expected,
@@ -39,9 +40,11 @@ pub async fn run(configure: impl FnOnce(Builder) -> Builder) -> ExitCode {
 
 async fn serve(configure: impl FnOnce(Builder) -> Builder) -> Result<(), String> {
     let addr = address()?;
-    let app = configure(App::builder().broker_from_env())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let builder = App::builder()
+        .broker_from_env()
+        .health_route("/healthz")
+        .ready_route("/readyz");
+    let app = configure(builder).build().map_err(|e| e.to_string())?;
     let server = app
         .bind(addr.as_str())
         .await

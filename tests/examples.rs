@@ -525,6 +525,8 @@ async fn every_example_says_what_to_connect_to_at_its_root() {
         let example = Example::start(name).await;
         let root = example.get("/").await;
         assert_eq!(root.status, 200, "{name}");
+        assert_eq!(example.get("/healthz").await.status, 200, "{name}");
+        assert_eq!(example.get("/readyz").await.status, 200, "{name}");
         assert!(
             root.body.starts_with(name) && root.body.contains(connect_to),
             "{name}: {}",

@@ -18,6 +18,7 @@ extern crate self as switchboard;
 //   registry  what the macros register, and the conflict checks
 //   extract   parameters that come from the app (`State<T>`, extractor impls)
 //   app       `App` and `Builder`: registrations -> router, bus, groups; serving
+//   ops       for operators: health and readiness routes
 //   testing   (feature `testing`) real clients for tests; bench (hidden) discarding sockets
 mod app;
 #[cfg(feature = "__bench")]
@@ -29,6 +30,7 @@ mod error;
 pub mod event;
 mod extract;
 mod log;
+mod ops;
 mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -56,6 +56,7 @@ pub struct Builder {
     origins: Origins,
     limits: Limits,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
     handshake_timeout: Duration,
     request_head_timeout: Duration,
     max_request_head: usize,
@@ -104,6 +105,7 @@ impl Builder {
                 rate: None,
             },
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
             max_request_head: 16 * 1024,
@@ -366,6 +368,30 @@ impl Builder {
         self
     }
 
+    /// Serves `GET path` with 200 `ok` for as long as the process runs: a liveness check
+    /// (`/healthz` by convention). Off by default.
+    pub fn health_route(self, path: &str) -> Self {
+        self.route(path, axum::routing::get(crate::ops::health))
+    }
+
+    /// Serves `GET path` with 200 and `{"ready": true, "connections": n}` while the app takes
+    /// connections, and 503 with `{"ready": false, "reason": ..}` when it does not: before it
+    /// is served, while it shuts down (see [`drain_delay`](Builder::drain_delay)), and while
+    /// its broker cannot reach the other servers. A readiness check for load balancers
+    /// (`/readyz` by convention). Off by default.
+    pub fn ready_route(self, path: &str) -> Self {
+        self.route(path, axum::routing::get(crate::ops::ready))
+    }
+
+    /// At shutdown, how long [`App::serve`] goes on accepting (HTTP requests; new WebSocket
+    /// handshakes get 503) with the readiness route answering 503, before it stops accepting
+    /// and closes the connections: the time a load balancer needs to see the server is
+    /// leaving (default 0: stop at once).
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
     /// What a group send does to a member whose outbound queue is full (default
     /// [`SlowConsumer::Close`]: close it with 1008).
     pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
@@ -467,6 +493,7 @@ impl Builder {
                 conn: conns,
                 origins: self.origins,
                 shutdown_timeout: self.shutdown_timeout,
+                drain_delay: self.drain_delay,
                 handshake_timeout: self.handshake_timeout,
                 request_head_timeout: self.request_head_timeout,
                 max_request_head: self.max_request_head,

@@ -154,6 +154,11 @@ impl App {
         tokio::spawn(crate::channel::sweep(Arc::downgrade(&self.inner.groups)));
     }
 
+    /// Whether the app has been served (bound or turned into a router).
+    pub(crate) fn is_started(&self) -> bool {
+        self.inner.started.get().is_some()
+    }
+
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
     }

@@ -135,17 +135,31 @@ impl Server {
             timeout: app.ws().request_head_timeout,
             max_bytes: app.ws().max_request_head,
         };
+        // Once shutdown starts: accept on for the drain delay (readiness answers 503 and new
+        // WebSocket handshakes are refused), then stop.
+        let drain = app.ws().drain_delay;
+        // Cancelled once accepting stops: HTTP connections then finish their request and end.
+        let stopped = CancellationToken::new();
+        let mut draining: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                () = token.cancelled() => break,
+                () = token.cancelled(), if draining.is_none() => {
+                    if drain.is_zero() {
+                        break;
+                    }
+                    tracing::info!(?drain, "shutdown: draining (not ready) before closing");
+                    draining = Some(Box::pin(tokio::time::sleep(drain)));
+                    continue;
+                }
+                () = async { draining.as_mut().expect("draining").await }, if draining.is_some() => break,
             };
             match accepted {
                 Ok((tcp, peer)) => {
                     // Small frames go out at once; the writer batches what is queued anyway.
                     let _ = tcp.set_nodelay(true);
                     let connection =
-                        serve_connection(tcp, peer, router.clone(), token.clone(), head);
+                        serve_connection(tcp, peer, router.clone(), stopped.clone(), head);
                     app.tasks().spawn(connection);
                 }
                 Err(e) => {
@@ -156,6 +170,7 @@ impl Server {
             }
         }
         drop(listener);
+        stopped.cancel();
         let shutdown = app.shutdown_handle();
         shutdown.close_connections();
         shutdown.wait().await;

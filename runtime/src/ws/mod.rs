@@ -48,6 +48,8 @@ pub(crate) struct WsSettings {
     pub(crate) conn: Arc<ConnConfig>,
     pub(crate) origins: Origins,
     pub(crate) shutdown_timeout: Duration,
+    /// How long a served app keeps accepting, not ready, once shutdown starts.
+    pub(crate) drain_delay: Duration,
     /// How long a handler may take to accept or refuse.
     pub(crate) handshake_timeout: Duration,
     /// How long a client may take to send its request head.

@@ -1,0 +1,9 @@
+//! What operators ask a running app: is it alive, is it ready for traffic (health and
+//! readiness routes for load balancers and orchestrators).
+//!
+//! Each is opt-in on the [`Builder`](crate::Builder) and served as an ordinary HTTP route of
+//! the app, so the route checks (conflicts, paths) apply to it.
+
+mod health;
+
+pub(crate) use health::{health, ready};
