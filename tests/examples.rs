@@ -527,6 +527,12 @@ async fn every_example_says_what_to_connect_to_at_its_root() {
         assert_eq!(root.status, 200, "{name}");
         assert_eq!(example.get("/healthz").await.status, 200, "{name}");
         assert_eq!(example.get("/readyz").await.status, 200, "{name}");
+        let metrics = example.get("/metrics").await;
+        assert_eq!(metrics.status, 200, "{name}");
+        assert!(
+            metrics.body.contains("\nswitchboard_connections 0\n"),
+            "{name}"
+        );
         assert!(
             root.body.starts_with(name) && root.body.contains(connect_to),
             "{name}: {}",

@@ -383,6 +383,17 @@ impl Builder {
         self.route(path, axum::routing::get(crate::ops::ready))
     }
 
+    /// Serves `GET path` with the app's metrics in the Prometheus text format (`/metrics` by
+    /// convention; no dependency, so no cargo feature): connections (open, opened by route, closed by
+    /// code, refused by limit), messages and bytes in and out, groups, members, group sends,
+    /// deliveries, drops by reason, slow consumers, emits and listener failures by event name
+    /// (names the app registered; the rest as `(other)`), emit durations (a histogram), and
+    /// the broker's state, failures and queue. Read when scraped: the message path pays no
+    /// counter of its own for it. Off by default.
+    pub fn metrics_route(self, path: &str) -> Self {
+        self.route(path, crate::ops::prometheus_route())
+    }
+
     /// At shutdown, how long [`App::serve`] goes on accepting (HTTP requests; new WebSocket
     /// handshakes get 503) with the readiness route answering 503, before it stops accepting
     /// and closes the connections: the time a load balancer needs to see the server is

@@ -36,6 +36,30 @@ pub const CLUSTER_DOWN: &str = "switchboard:cluster.down";
 /// published during the outage are not replayed: tell clients to resync here.
 pub const CLUSTER_UP: &str = "switchboard:cluster.up";
 
+/// What a broker counts, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Messages the broker took and then failed to publish (the server was unreachable or too
+    /// slow), or refused because too many were waiting.
+    pub publish_failures: u64,
+    /// Messages waiting to be published.
+    pub queue_depth: usize,
+    /// Cluster events from other servers dropped because too many were waiting to run.
+    pub events_dropped: u64,
+}
+
+impl BrokerStats {
+    /// Counters with these values (for brokers outside this crate).
+    pub fn new(publish_failures: u64, queue_depth: usize, events_dropped: u64) -> Self {
+        BrokerStats {
+            publish_failures,
+            queue_depth,
+            events_dropped,
+        }
+    }
+}
+
 /// The future a broker method returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -170,6 +194,11 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// a broker with nothing to reach.
     fn is_up(&self) -> bool {
         true
+    }
+
+    /// Its counters, for metrics (zeros for a broker with nothing to count).
+    fn stats(&self) -> BrokerStats {
+        BrokerStats::default()
     }
 
     /// Called when the app starts serving, inside the runtime: start background work that

@@ -51,6 +51,9 @@ pub(crate) struct GroupsConfig {
 /// Counters of the channel layer.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
+    sends: AtomicU64,
+    deliveries: AtomicU64,
+    dropped_closed: AtomicU64,
     slow_closed: AtomicU64,
     dropped: AtomicU64,
     pub(super) expired: AtomicU64,
@@ -304,6 +307,7 @@ impl Groups {
         save_history: bool,
     ) -> SendReport {
         let mut report = SendReport::default();
+        self.counters.sends.fetch_add(1, Ordering::Relaxed);
         if let Some(entry) = self.table.pin().get(group).cloned() {
             self.fan_out(&entry, payload.clone(), except, &mut report);
         }
@@ -333,6 +337,7 @@ impl Groups {
         let mut report = SendReport::default();
         if let Some(conn) = self.connections.get(&channel) {
             self.offer_one(&conn, &payload, &mut report);
+            self.count_fan_out(&report);
             return report;
         }
         if self.broker.is_clustered() {
@@ -378,6 +383,22 @@ impl Groups {
             self.slow_consumer(&laggard.conn, report);
         }
         report.delivered += members;
+        self.count_fan_out(report);
+    }
+
+    /// Adds what one send did here to the app's counters: once per send, not per member.
+    #[inline]
+    fn count_fan_out(&self, report: &SendReport) {
+        if report.delivered > 0 {
+            self.counters
+                .deliveries
+                .fetch_add(report.delivered as u64, Ordering::Relaxed);
+        }
+        if report.dropped > 0 {
+            self.counters
+                .dropped_closed
+                .fetch_add(report.dropped as u64, Ordering::Relaxed);
+        }
     }
 
     /// Closes a slow consumer (the `Close` policy) and counts it.
@@ -432,6 +453,7 @@ impl Groups {
         };
         let mut report = SendReport::default();
         self.offer_one(&conn, &payload, &mut report);
+        self.count_fan_out(&report);
         report.delivered == 1
     }
 
@@ -526,8 +548,13 @@ impl Groups {
     }
 
     pub(crate) fn metrics(&self) -> ChannelMetrics {
+        let table = self.table.pin();
         ChannelMetrics {
-            groups: self.table.len(),
+            groups: table.len(),
+            group_members: table.values().map(|g| g.ring.member_count()).sum(),
+            group_sends: self.counters.sends.load(Ordering::Relaxed),
+            deliveries: self.counters.deliveries.load(Ordering::Relaxed),
+            dropped_for_closed: self.counters.dropped_closed.load(Ordering::Relaxed),
             slow_consumers_closed: self.counters.slow_closed.load(Ordering::Relaxed),
             dropped_for_slow_consumers: self.counters.dropped.load(Ordering::Relaxed),
             expired: self.counters.expired.load(Ordering::Relaxed),

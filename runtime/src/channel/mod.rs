@@ -227,6 +227,16 @@ pub struct SendReport {
 pub struct ChannelMetrics {
     /// Groups with members on this server.
     pub groups: usize,
+    /// Memberships on this server, summed over the groups.
+    pub group_members: usize,
+    /// `group_send` calls made on this server.
+    pub group_sends: u64,
+    /// Messages queued for local members, by group sends (from this server or another) and
+    /// `send_to`: one per member reached.
+    pub deliveries: u64,
+    /// Messages not queued for a member because it was closed as a slow consumer, or was
+    /// already closing: one per member missed.
+    pub dropped_for_closed: u64,
     /// Connections closed because their queue was full.
     pub slow_consumers_closed: u64,
     /// Messages slow consumers never got (with [`SlowConsumer::Drop`]): each message counted

@@ -1,8 +1,11 @@
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::lock;
 use crate::log::LogLimit;
 
 /// What every connection of an app shares: its settings, the counter that orders everything
@@ -55,11 +58,25 @@ pub(crate) struct ConnCounters {
     pub(crate) pong_backlog_pauses: AtomicU64,
     /// Connections closed for taking none of their pongs within `pong_timeout`.
     pub(crate) pong_backlog_closes: AtomicU64,
+    /// Connections opened, by route template (counted once per connection).
+    pub(crate) opened: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections closed, by close code (counted once per connection).
+    pub(crate) closed: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl ConnCounters {
     pub(crate) fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection opened on the route with this template.
+    pub(crate) fn opened(&self, route: &'static str) {
+        *lock(&self.opened).entry(route).or_default() += 1;
+    }
+
+    /// A connection closed with `code`.
+    pub(crate) fn closed(&self, code: u16) {
+        *lock(&self.closed).entry(code).or_default() += 1;
     }
 }
 

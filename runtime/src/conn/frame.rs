@@ -16,11 +16,15 @@ const FRAME_OVERHEAD: usize = 64;
 
 impl Frame {
     pub(crate) fn cost(&self) -> usize {
-        FRAME_OVERHEAD
-            + match self {
-                Frame::Text(t) | Frame::Json(t) => t.len(),
-                Frame::Binary(b) => b.len(),
-            }
+        FRAME_OVERHEAD + self.len()
+    }
+
+    /// The payload's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) | Frame::Json(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
     }
 
     /// The wire message; `binary`: the channel's payload type is bytes.

@@ -32,6 +32,7 @@ mod own;
 pub(crate) mod ring;
 mod socket;
 mod table;
+mod traffic;
 mod writer;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -47,6 +48,7 @@ pub(crate) use frame::{Frame, Offer};
 pub use id::ConnectionId;
 pub(crate) use socket::{Read, Socket};
 pub(crate) use table::{Connections, Limits, Refused, Slot};
+pub(crate) use traffic::{Traffic, TrafficCounts};
 pub(crate) use writer::write_loop;
 
 /// The state a connection shares between its handler, its writer, its channel and the app.
@@ -59,6 +61,8 @@ pub(crate) struct Conn {
     close: close::CloseLane,
     inbound: inbound::Inbound,
     attributes: attributes::Attributes,
+    /// Messages and bytes in and out.
+    pub(crate) traffic: Traffic,
 }
 
 impl std::fmt::Debug for Conn {
@@ -79,6 +83,7 @@ impl Conn {
             close: close::CloseLane::default(),
             inbound: inbound::Inbound::default(),
             attributes: attributes::Attributes::default(),
+            traffic: Traffic::default(),
             config,
         })
     }

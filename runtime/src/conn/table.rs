@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::bucket::TokenBucket;
-use super::{Conn, ConnectionId, lock};
+use super::{Conn, ConnectionId, TrafficCounts, lock};
 
 type Live = HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>;
 
@@ -15,6 +15,9 @@ type Live = HashMap<ConnectionId, Arc<Conn>, foldhash::fast::RandomState>;
 /// its socket closes when its last handle goes.
 pub(crate) struct Connections {
     live: Mutex<Live>,
+    /// The traffic of the connections that were removed (changed under `live`'s lock, so a
+    /// total never counts a connection twice or misses it).
+    retired: Mutex<TrafficCounts>,
     /// Connections open or being opened (handshakes count from the request on).
     reserved: AtomicUsize,
     limits: Limits,
@@ -83,6 +86,7 @@ impl Connections {
     pub(crate) fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             live: Mutex::default(),
+            retired: Mutex::default(),
             reserved: AtomicUsize::new(0),
             limits,
             per_address: Mutex::default(),
@@ -138,8 +142,23 @@ impl Connections {
     /// Removes a connection that ended (and forgets its expiry).
     pub(crate) fn remove(&self, conn: &Conn) {
         conn.clear_ttl();
-        let removed = self.lock().remove(&conn.id);
+        let mut live = self.lock();
+        let removed = live.remove(&conn.id);
+        if removed.is_some() {
+            *lock(&self.retired) += conn.traffic.counts();
+        }
+        drop(live);
         drop(removed); // outside the lock
+    }
+
+    /// What every connection of the app received and was sent, open or closed.
+    pub(crate) fn traffic(&self) -> TrafficCounts {
+        let live = self.lock();
+        let mut total = *lock(&self.retired);
+        for conn in live.values() {
+            total += conn.traffic.counts();
+        }
+        total
     }
 
     /// Places taken under the cap (open connections and handshakes in progress), and client

@@ -259,6 +259,12 @@ impl Writer {
     {
         let binary = conn.sends_binary();
         let mut writable = self.writable();
+        // Counted on the connection once for the batch, however this call ends.
+        let mut sent = Sent {
+            conn,
+            messages: 0,
+            bytes: 0,
+        };
         while writable > 0 {
             if conn.is_aborting() {
                 // Closing a slow or dead peer: what it has not taken yet is dropped.
@@ -271,7 +277,10 @@ impl Writer {
             };
             self.batch_bytes = self.batch_bytes.saturating_sub(frame.cost());
             writable -= 1;
+            let len = frame.len();
             stream.as_mut().start_send(frame.into_wire(binary))?;
+            sent.messages += 1;
+            sent.bytes += len as u64;
             self.flushing = true;
         }
         Poll::Ready(Ok(()))
@@ -306,5 +315,19 @@ impl Writer {
         }
         self.flushing = true;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Data frames handed to the socket by one `feed_frames` call, added to the connection's
+/// traffic when the call returns (also when it returns `Pending` or an error midway).
+struct Sent<'a> {
+    conn: &'a Conn,
+    messages: u64,
+    bytes: u64,
+}
+
+impl Drop for Sent<'_> {
+    fn drop(&mut self) {
+        self.conn.traffic.sent(self.messages, self.bytes);
     }
 }

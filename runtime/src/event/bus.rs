@@ -72,16 +72,52 @@ pub(super) struct Counters {
     pub(super) listeners_run: u64,
     pub(super) failures: u64,
     pub(super) time: Duration,
+    /// Emits by how long their listeners took: `[i]` counts those up to
+    /// `DURATION_BUCKETS[i]` (and above the bound before); the last, those above every bound.
+    pub(super) durations: [u64; DURATION_BUCKETS.len() + 1],
 }
+
+/// The upper bounds of the emit-duration histogram, in nanoseconds (1 us to 10 s).
+pub(crate) const DURATION_BUCKETS: [u64; 14] = [
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+    10_000_000_000,
+];
 
 impl Stats {
     pub(super) fn record(&self, listeners_run: usize, failures: usize, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BUCKETS.partition_point(|&bound| bound < nanos);
         let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         c.emits += 1;
         c.listeners_run += listeners_run as u64;
         c.failures += failures as u64;
         c.time += time;
+        c.durations[bucket] += 1;
     }
+}
+
+/// One event name's numbers, for metrics exporters.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSeries {
+    /// The name, or `None` for every name the app did not register (emitted names without a
+    /// listener, names only wildcards or connection-scoped listeners heard), summed.
+    pub(crate) name: Option<String>,
+    pub(crate) emits: u64,
+    pub(crate) failures: u64,
+    pub(crate) time: Duration,
+    pub(crate) durations: [u64; DURATION_BUCKETS.len() + 1],
 }
 
 /// The listeners that run for one name, in order.
@@ -159,6 +195,8 @@ pub(crate) struct Bus {
     background: Arc<Semaphore>,
     /// Bounds the log lines of failing listeners.
     pub(crate) failure_log: LogLimit,
+    /// Emits of names nothing listened to (they have no counters of their own).
+    unheard: AtomicU64,
 }
 
 impl std::fmt::Debug for Bus {
@@ -182,6 +220,7 @@ impl Bus {
             next_event: AtomicU64::new(1),
             clock: quanta::Clock::new(),
             failure_log: LogLimit::default(),
+            unheard: AtomicU64::new(0),
             bus_id: {
                 static NEXT_BUS: AtomicU64 = AtomicU64::new(0);
                 NEXT_BUS.fetch_add(1, Ordering::Relaxed)
@@ -370,6 +409,52 @@ impl Bus {
             .pin()
             .get(name)
             .map(|slot| metrics_of(&slot.stats))
+    }
+
+    /// An emit of a name nothing listens to.
+    #[cold]
+    pub(super) fn count_unheard(&self) {
+        self.unheard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The numbers of every name the app registered a listener for (for the life of the app),
+    /// sorted, then everything else summed as one series (bounded, whatever clients emit).
+    pub(crate) fn series(&self) -> Vec<EventSeries> {
+        let reg = self.lock();
+        let mut other = EventSeries {
+            name: None,
+            emits: self.unheard.load(Ordering::Relaxed),
+            failures: 0,
+            time: Duration::ZERO,
+            durations: [0; DURATION_BUCKETS.len() + 1],
+        };
+        let mut named = Vec::new();
+        for (name, state) in &reg.names {
+            let c = *state
+                .stats
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if state.registered {
+                named.push(EventSeries {
+                    name: Some(name.to_string()),
+                    emits: c.emits,
+                    failures: c.failures,
+                    time: c.time,
+                    durations: c.durations,
+                });
+            } else {
+                other.emits += c.emits;
+                other.failures += c.failures;
+                other.time += c.time;
+                for (sum, n) in other.durations.iter_mut().zip(c.durations) {
+                    *sum += n;
+                }
+            }
+        }
+        named.sort_by(|a, b| a.name.cmp(&b.name));
+        named.push(other);
+        named
     }
 
     pub(crate) fn all_metrics(&self) -> Vec<(String, EventMetrics)> {

@@ -242,7 +242,10 @@ impl<'a> Core<'a> {
                         owned = slot;
                         &owned
                     }
-                    None => return Poll::Ready(self.report(Duration::ZERO)),
+                    None => {
+                        self.bus.count_unheard();
+                        return Poll::Ready(self.report(Duration::ZERO));
+                    }
                 },
             },
         };

@@ -1,9 +1,12 @@
 //! What operators ask a running app: is it alive, is it ready for traffic (health and
-//! readiness routes for load balancers and orchestrators).
+//! readiness routes for load balancers and orchestrators), and its numbers (a Prometheus
+//! route, or any exporter of the `metrics` facade).
 //!
 //! Each is opt-in on the [`Builder`](crate::Builder) and served as an ordinary HTTP route of
 //! the app, so the route checks (conflicts, paths) apply to it.
 
 mod health;
+mod metrics;
 
 pub(crate) use health::{health, ready};
+pub(crate) use metrics::prometheus_route;

@@ -101,6 +101,7 @@ async fn decide(
         Some(Decision::Accept { protocol, headers }) => {
             let response = switching_protocols(&upgrade.key, protocol, headers);
             let session = Session {
+                route: route.path,
                 path,
                 app: app.clone(),
                 conn,

@@ -28,6 +28,8 @@ pub(super) type Handler =
 
 /// An accepted connection, from the 101 on.
 pub(super) struct Session {
+    /// The route's template (`/chat/{room}`), for metrics.
+    pub(super) route: &'static str,
     pub(super) path: String,
     pub(super) app: App,
     pub(super) conn: Arc<Conn>,
@@ -55,6 +57,7 @@ impl Drop for Registered {
 impl Session {
     pub(super) async fn run(self) {
         let Session {
+            route,
             path,
             app,
             conn,
@@ -89,6 +92,7 @@ impl Session {
         }
         drop(handshake);
         tracing::debug!("connection opened");
+        conn.config.counters.opened(route);
         lifecycle::connected(&app, &conn, &path, client).await;
         let ended = drive(&conn, &mut handler).await;
         let (code, reason) = match failure(&conn, &path, client, ended) {
@@ -108,6 +112,7 @@ impl Session {
             (None, None) => (code, reason, false),
         };
         tracing::debug!(code, reason, by_client, "connection closed");
+        conn.config.counters.closed(code);
         lifecycle::disconnected(&app, &conn, &path, code, &reason, by_client).await;
     }
 }

@@ -370,6 +370,7 @@ impl WebSocket {
             self.conn.frame_read();
             match item {
                 Some(Ok(message @ (WireMessage::Text(_) | WireMessage::Binary(_)))) => {
+                    self.conn.traffic.received(message.len());
                     self.conn.touch_if_expiring();
                     if self.limiter.is_some() {
                         let len = message.len();

@@ -667,6 +667,16 @@ impl Broker for Redis {
         self.is_connected()
     }
 
+    fn stats(&self) -> super::BrokerStats {
+        let c = &self.shared.counters;
+        let publications = &self.shared.publications;
+        super::BrokerStats::new(
+            c.publish_failures.load(Ordering::Relaxed),
+            publications.max_capacity() - publications.capacity(),
+            c.events_dropped.load(Ordering::Relaxed),
+        )
+    }
+
     fn subscribe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let shared = &self.shared;
