@@ -9,7 +9,8 @@
 //! | `errors` | handler failures handled by one central error listener |
 //!
 //! Every example runs through [`run`]: it logs through `tracing` (`RUST_LOG`, default `info`),
-//! serves `/healthz` and `/readyz` for load balancers and `/metrics` for Prometheus, listens on `SWITCHBOARD_ADDR` (default
+//! serves `/healthz` and `/readyz` for load balancers, `/metrics` for Prometheus and, with
+//! `SWITCHBOARD_ADMIN_TOKEN` set, the admin page at `/admin?token=..`, listens on `SWITCHBOARD_ADDR` (default
 //! `127.0.0.1:8000`), joins a cluster when
 //! `SWITCHBOARD_REDIS_URL` is set, prints `listening on http://ADDR` once it accepts
 //! connections, and shuts down gracefully on SIGINT or SIGTERM. A setting it cannot use ends
@@ -40,11 +41,17 @@ pub async fn run(configure: impl FnOnce(Builder) -> Builder) -> ExitCode {
 
 async fn serve(configure: impl FnOnce(Builder) -> Builder) -> Result<(), String> {
     let addr = address()?;
-    let builder = App::builder()
+    let mut builder = App::builder()
         .broker_from_env()
         .health_route("/healthz")
         .ready_route("/readyz")
         .metrics_route("/metrics");
+    if let Some(token) = std::env::var("SWITCHBOARD_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        builder = builder.admin_route("/admin", &token);
+    }
     let app = configure(builder).build().map_err(|e| e.to_string())?;
     let server = app
         .bind(addr.as_str())

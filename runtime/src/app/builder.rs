@@ -57,6 +57,8 @@ pub struct Builder {
     limits: Limits,
     shutdown_timeout: Duration,
     drain_delay: Duration,
+    admin: Option<crate::ops::AdminAuth>,
+    admin_twice: bool,
     handshake_timeout: Duration,
     request_head_timeout: Duration,
     max_request_head: usize,
@@ -106,6 +108,8 @@ impl Builder {
             },
             shutdown_timeout: Duration::from_secs(10),
             drain_delay: Duration::ZERO,
+            admin: None,
+            admin_twice: false,
             handshake_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
             max_request_head: 16 * 1024,
@@ -394,6 +398,36 @@ impl Builder {
         self.route(path, crate::ops::prometheus_route())
     }
 
+    /// Serves a live admin page at `GET path` (and its WebSocket at `path/ws`), for requests
+    /// that carry `token` (`?token=..` in the URL, or `Authorization: Bearer ..`); others get
+    /// 401. The page shows connections, messages per second in and out (a small live chart),
+    /// groups with member counts (the largest, searchable), drops and slow-consumer closes,
+    /// the broker's state, and listeners per event, updated every second. One page, no build
+    /// step. Off by default.
+    ///
+    /// Serve it only behind TLS: the token travels with each request. One admin route per app.
+    pub fn admin_route(self, path: &str, token: &str) -> Self {
+        self.admin(path, crate::ops::AdminAuth::Token(token.into()))
+    }
+
+    /// [`admin_route`](Builder::admin_route) with a check of your own instead of a token: it
+    /// gets the request's head (headers, cookies, URI) and says whether it may see the page.
+    pub fn admin_route_with(
+        self,
+        path: &str,
+        allow: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.admin(path, crate::ops::AdminAuth::Check(Arc::new(allow)))
+    }
+
+    fn admin(mut self, path: &str, auth: crate::ops::AdminAuth) -> Self {
+        self.admin_twice |= self.admin.is_some();
+        self.admin = Some(auth);
+        let socket = format!("{}/ws", path.trim_end_matches('/'));
+        self.route(path, crate::ops::admin_page())
+            .route(&socket, crate::ops::admin_socket(&socket))
+    }
+
     /// At shutdown, how long [`App::serve`] goes on accepting (HTTP requests; new WebSocket
     /// handshakes get 503) with the readiness route answering 503, before it stops accepting
     /// and closes the connections: the time a load balancer needs to see the server is
@@ -491,6 +525,7 @@ impl Builder {
         };
         let inner = Arc::new_cyclic(|me| AppInner {
             summary,
+            admin: self.admin.map(crate::ops::Admin::new),
             me: me.clone(),
             bus: Arc::new(bus),
             groups: Arc::new(groups),
@@ -527,7 +562,9 @@ impl Builder {
     }
 
     fn check(&self) -> Result<(), Error> {
-        let problem = if self.bus.max_background_emits == 0 {
+        let problem = if self.admin_twice {
+            "admin_route is given twice: an app has one admin page"
+        } else if self.bus.max_background_emits == 0 {
             "max_background_emits must be at least 1"
         } else if self.max_message_size == 0 {
             "max_message_size must be at least 1"

@@ -43,6 +43,8 @@ struct AppInner {
     me: Weak<AppInner>,
     /// What it was built with, for the start-up log line.
     summary: Summary,
+    /// The admin page's settings, when it has one.
+    admin: Option<crate::ops::Admin>,
     bus: Arc<Bus>,
     groups: Arc<Groups>,
     broker: Arc<dyn Broker>,
@@ -142,6 +144,10 @@ impl App {
 
     pub(crate) fn summary(&self) -> Summary {
         self.inner.summary
+    }
+
+    pub(crate) fn admin(&self) -> Option<&crate::ops::Admin> {
+        self.inner.admin.as_ref()
     }
 
     /// Starts the app's background work once, inside the runtime that serves it: the broker's

@@ -17,7 +17,7 @@ use super::{WebSocket, WsError};
 use crate::App;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A WebSocket route as the handshake needs it: the template, the converter of each path
 /// parameter, and the generated entry point of the handler.

@@ -1,0 +1,257 @@
+//! The live admin page: one HTML page (no build step) and a WebSocket of its own that pushes
+//! the app's state every second: connections, traffic, groups (the largest, searchable),
+//! drops and slow consumers, the broker, listeners per event.
+//!
+//! Both are refused (401) without the token given to `Builder::admin_route` (as `?token=` or
+//! `Authorization: Bearer ..`), or when the check given to `Builder::admin_route_with` says no.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use http::request::Parts;
+use http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::metrics::Snapshot;
+use crate::ws::handler::{BoxFuture, Route, WsRequest, WsStart};
+use crate::{App, WebSocket, WsError};
+
+/// Who may see the admin page.
+#[derive(Clone)]
+pub(crate) enum AdminAuth {
+    /// Requests that carry this token.
+    Token(Arc<str>),
+    /// Requests the app's own check accepts.
+    Check(Arc<dyn Fn(&Parts) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAuth::Token(_) => f.write_str("Token(***)"),
+            AdminAuth::Check(_) => f.write_str("Check(..)"),
+        }
+    }
+}
+
+/// The admin page's settings and its open views.
+#[derive(Debug)]
+pub(crate) struct Admin {
+    auth: AdminAuth,
+    /// Admin WebSockets open now (left out of the connection count the page shows).
+    viewers: AtomicUsize,
+}
+
+impl AdminAuth {
+    fn allows(&self, parts: &Parts) -> bool {
+        match self {
+            AdminAuth::Check(check) => check(parts),
+            AdminAuth::Token(token) => {
+                let bearer = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                let query = parts.uri.query().and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(key, _)| key == "token")
+                        .map(|(_, value)| value.into_owned())
+                });
+                [bearer.map(str::to_owned), query]
+                    .into_iter()
+                    .flatten()
+                    .any(|given| same(given.as_bytes(), token.as_bytes()))
+            }
+        }
+    }
+}
+
+/// Compares without stopping at the first difference (the time taken does not tell how much
+/// of a guessed token was right).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Admin {
+    pub(crate) fn new(auth: AdminAuth) -> Self {
+        Admin {
+            auth,
+            viewers: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "the admin page needs its token: ?token=... or Authorization: Bearer ...\n",
+    )
+        .into_response()
+}
+
+/// `GET path`: the page.
+pub(crate) fn page_route() -> MethodRouter<App> {
+    get(|State(app): State<App>, request: Request| async move {
+        let (parts, _) = request.into_parts();
+        match app.admin() {
+            Some(admin) if admin.auth.allows(&parts) => {
+                Html(include_str!("admin.html")).into_response()
+            }
+            _ => refused(),
+        }
+    })
+}
+
+/// `GET path/ws`: the page's WebSocket, through the app's own handshake (so the connection
+/// limits and the origin check apply to it too).
+pub(crate) fn socket_route(path: &str) -> MethodRouter<App> {
+    // One per admin route of the app, for the life of the process: a few bytes.
+    let route: &'static Route = Box::leak(Box::new(Route {
+        path: Box::leak(path.to_owned().into_boxed_str()),
+        params: &[],
+        handler: admin_socket,
+    }));
+    get(move |State(app): State<App>, request: Request| crate::ws::handle(route, app, request))
+}
+
+fn admin_socket(request: WsRequest) -> BoxFuture<WsStart> {
+    Box::pin(async move {
+        let (parts, app, ws) = request.into_parts();
+        match app.admin() {
+            Some(admin) if admin.auth.allows(&parts) => WsStart::run(view(ws, app)),
+            _ => WsStart::reject(refused()),
+        }
+    })
+}
+
+/// What the page asks for: the groups whose name holds `search`, at most `top`.
+#[derive(Debug, Deserialize)]
+struct Ask {
+    #[serde(default)]
+    search: String,
+    #[serde(default)]
+    top: Option<usize>,
+}
+
+/// Pushes the app's state every second, filtered by what the page last asked.
+async fn view(mut ws: WebSocket, app: App) -> Result<(), WsError> {
+    ws.accept().await?;
+    let Some(admin) = app.admin() else {
+        return Ok(());
+    };
+    admin.viewers.fetch_add(1, Ordering::Relaxed);
+    struct Leave<'a>(&'a AtomicUsize);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _leave = Leave(&admin.viewers);
+    let channel = ws.channel();
+    let mut ask = Ask {
+        search: String::new(),
+        top: None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            asked = ws.receive_json::<Ask>() => match asked? {
+                Some(asked) => {
+                    ask = asked;
+                    channel.send_json(&state(&app, admin, &ask)).await?;
+                }
+                None => return Ok(()),
+            },
+            _ = tick.tick() => channel.send_json(&state(&app, admin, &ask)).await?,
+        }
+    }
+}
+
+/// The page's data: counters (the page turns them into rates), the largest groups, the
+/// broker, listeners per event. Nothing secret: the broker is named by its redacted URL.
+fn state(app: &App, admin: &Admin, ask: &Ask) -> Value {
+    let s = Snapshot::of(app);
+    let viewers = admin.viewers.load(Ordering::Relaxed);
+    let top = ask.top.unwrap_or(20).clamp(1, 500);
+    let mut groups = app.groups().list();
+    if !ask.search.is_empty() {
+        groups.retain(|(name, _)| name.contains(ask.search.as_str()));
+    }
+    let matching = groups.len();
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    groups.truncate(top);
+    let events = app.events();
+    let listeners: Vec<Value> = app
+        .bus()
+        .names()
+        .into_iter()
+        .map(|name| {
+            let count = events.listener_count(&name);
+            json!([name, count])
+        })
+        .collect();
+    let emits: Vec<Value> = s
+        .events
+        .iter()
+        .map(|e| {
+            json!([
+                e.name.as_deref().unwrap_or(super::metrics::OTHER_EVENTS),
+                e.emits,
+                e.failures
+            ])
+        })
+        .collect();
+    json!({
+        "connections": s.connections.saturating_sub(viewers),
+        "admin_viewers": viewers,
+        "received": s.traffic.received,
+        "sent": s.traffic.sent,
+        "received_bytes": s.traffic.received_bytes,
+        "sent_bytes": s.traffic.sent_bytes,
+        "groups": s.groups,
+        "members": s.group_members,
+        "top_groups": groups,
+        "matching_groups": matching,
+        "deliveries": s.deliveries,
+        "dropped": s.dropped.iter().map(|(reason, n)| (reason.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "slow_consumer_closes": s.slow_consumer_closes,
+        "disconnects": s.closed.iter().map(|(code, n)| (code.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "broker": {
+            "name": app.broker().describe(),
+            "up": s.broker_up,
+            "queue": s.broker_queue_depth,
+            "publish_failures": s.broker_publish_failures,
+        },
+        "listeners": listeners,
+        "emits": emits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, bearer: Option<&str>) -> Parts {
+        let mut request = http::Request::builder().uri(uri);
+        if let Some(token) = bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_token_is_checked_in_the_query_or_the_header() {
+        let auth = AdminAuth::Token("s3cret".into());
+        assert!(auth.allows(&parts("/admin?token=s3cret", None)));
+        assert!(auth.allows(&parts("/admin", Some("s3cret"))));
+        assert!(!auth.allows(&parts("/admin", None)));
+        assert!(!auth.allows(&parts("/admin?token=s3cre", None)));
+        assert!(!auth.allows(&parts("/admin?token=s3cret2", Some("nope"))));
+        assert!(format!("{auth:?}") == "Token(***)");
+    }
+}
