@@ -295,3 +295,43 @@ async fn the_page_in_chromium_follows_connections_as_they_open_and_close() {
     drop(browser);
     server.shutdown().await;
 }
+
+/// Requests from the operators' proxy, which sets `x-operator`.
+struct Operator;
+
+impl switchboard::axum::extract::FromRequestParts<App> for Operator {
+    type Rejection = switchboard::axum::http::StatusCode;
+
+    async fn from_request_parts(
+        parts: &mut switchboard::axum::http::request::Parts,
+        _: &App,
+    ) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("x-operator") {
+            Some(_) => Ok(Operator),
+            None => Err(switchboard::axum::http::StatusCode::UNAUTHORIZED),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_extractor_of_the_app_can_guard_the_page_instead_of_a_token() {
+    let app = App::builder()
+        .only_module(module_path!())
+        .admin_route_with::<Operator>("/ops/admin")
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
+    assert_eq!(server.get("/ops/admin").await.status, 401);
+    let refused = server.client("/ops/admin/ws").connect().await.unwrap_err();
+    assert_eq!(refused.status, 401);
+    let mut admin = server
+        .client("/ops/admin/ws")
+        .header("x-operator", "alice")
+        .connect()
+        .await
+        .unwrap();
+    let state: Value = admin.recv_json().await;
+    assert_eq!(state["connections"], 0);
+    drop(admin);
+    server.shutdown().await;
+}

@@ -95,6 +95,7 @@ impl Builder {
                 max_listeners: 100,
                 listener_timeout: None,
                 max_background_emits: 1024,
+                durations: false,
             },
             max_message_size: 64 * 1024,
             read_buffer_size: 4 * 1024,
@@ -394,7 +395,8 @@ impl Builder {
     /// (names the app registered; the rest as `(other)`), emit durations (a histogram), and
     /// the broker's state, failures and queue. Read when scraped: the message path pays no
     /// counter of its own for it. Off by default.
-    pub fn metrics_route(self, path: &str) -> Self {
+    pub fn metrics_route(mut self, path: &str) -> Self {
+        self.bus.durations = true;
         self.route(path, crate::ops::prometheus_route())
     }
 
@@ -410,14 +412,35 @@ impl Builder {
         self.admin(path, crate::ops::AdminAuth::Token(token.into()))
     }
 
-    /// [`admin_route`](Builder::admin_route) with a check of your own instead of a token: it
-    /// gets the request's head (headers, cookies, URI) and says whether it may see the page.
-    pub fn admin_route_with(
-        self,
-        path: &str,
-        allow: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        self.admin(path, crate::ops::AdminAuth::Check(Arc::new(allow)))
+    /// [`admin_route`](Builder::admin_route) guarded by an extractor of your own instead of a
+    /// token (a session cookie, a header your proxy sets): the page and its WebSocket are
+    /// served when `E` accepts the request, 401 when it rejects it.
+    ///
+    /// ```
+    /// use switchboard::App;
+    /// use switchboard::axum::extract::FromRequestParts;
+    /// use switchboard::axum::http::{StatusCode, request::Parts};
+    ///
+    /// /// Requests from the operators' proxy, which sets this header.
+    /// struct Operator;
+    ///
+    /// impl FromRequestParts<App> for Operator {
+    ///     type Rejection = StatusCode;
+    ///     async fn from_request_parts(parts: &mut Parts, _: &App) -> Result<Self, StatusCode> {
+    ///         match parts.headers.get("x-operator") {
+    ///             Some(_) => Ok(Operator),
+    ///             None => Err(StatusCode::UNAUTHORIZED),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let app = App::builder().admin_route_with::<Operator>("/admin").build();
+    /// ```
+    pub fn admin_route_with<E>(self, path: &str) -> Self
+    where
+        E: axum::extract::FromRequestParts<App> + Send + 'static,
+    {
+        self.admin(path, crate::ops::AdminAuth::extractor::<E>())
     }
 
     fn admin(mut self, path: &str, auth: crate::ops::AdminAuth) -> Self {

@@ -255,7 +255,8 @@ impl<'a> Core<'a> {
         }
         let listeners = slot.listeners.load();
         if listeners.is_empty() {
-            slot.stats.record(0, 0, Duration::ZERO);
+            slot.stats
+                .record(0, 0, Duration::ZERO, self.bus.durations());
             return Poll::Ready(self.report(Duration::ZERO));
         }
         self.started = self.bus.clock().raw();
@@ -411,7 +412,7 @@ impl<'a> Core<'a> {
             self.tally.timed_out += 1;
         }
         let message = failure.message();
-        let skipped = self.bus.failure_log.allow();
+        let skipped = self.bus.cold.failure_log.allow();
         if !self.report_failures {
             if let Some(skipped) = skipped {
                 tracing::error!(
@@ -480,7 +481,8 @@ impl<'a> Core<'a> {
             }
         };
         let t = &self.tally;
-        stats.record(t.executed as usize, t.failed as usize, elapsed);
+        let durations = self.bus.durations();
+        stats.record(t.executed as usize, t.failed as usize, elapsed, durations);
         self.report(elapsed)
     }
 }

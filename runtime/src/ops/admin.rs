@@ -3,7 +3,8 @@
 //! drops and slow consumers, the broker, listeners per event.
 //!
 //! Both are refused (401) without the token given to `Builder::admin_route` (as `?token=` or
-//! `Authorization: Bearer ..`), or when the check given to `Builder::admin_route_with` says no.
+//! `Authorization: Bearer ..`), or when the extractor given to `Builder::admin_route_with`
+//! rejects the request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,13 +22,29 @@ use super::metrics::Snapshot;
 use crate::ws::handler::{BoxFuture, Route, WsRequest, WsStart};
 use crate::{App, WebSocket, WsError};
 
+/// Runs an extractor of the app's on a request head: whether it accepted it.
+pub(crate) type Check =
+    Arc<dyn for<'a> Fn(&'a mut Parts, &'a App) -> crate::broker::BoxFuture<'a, bool> + Send + Sync>;
+
 /// Who may see the admin page.
 #[derive(Clone)]
 pub(crate) enum AdminAuth {
     /// Requests that carry this token.
     Token(Arc<str>),
-    /// Requests the app's own check accepts.
-    Check(Arc<dyn Fn(&Parts) -> bool + Send + Sync>),
+    /// Requests an extractor of the app's accepts.
+    Check(Check),
+}
+
+impl AdminAuth {
+    /// Requests the extractor `E` accepts.
+    pub(crate) fn extractor<E>() -> Self
+    where
+        E: axum::extract::FromRequestParts<App> + Send + 'static,
+    {
+        AdminAuth::Check(Arc::new(|parts, app| {
+            Box::pin(async move { E::from_request_parts(parts, app).await.is_ok() })
+        }))
+    }
 }
 
 impl std::fmt::Debug for AdminAuth {
@@ -48,9 +65,9 @@ pub(crate) struct Admin {
 }
 
 impl AdminAuth {
-    fn allows(&self, parts: &Parts) -> bool {
+    async fn allows(&self, parts: &mut Parts, app: &App) -> bool {
         match self {
-            AdminAuth::Check(check) => check(parts),
+            AdminAuth::Check(check) => check(parts, app).await,
             AdminAuth::Token(token) => {
                 let bearer = parts
                     .headers
@@ -97,9 +114,9 @@ fn refused() -> Response {
 /// `GET path`: the page.
 pub(crate) fn page_route() -> MethodRouter<App> {
     get(|State(app): State<App>, request: Request| async move {
-        let (parts, _) = request.into_parts();
+        let (mut parts, _) = request.into_parts();
         match app.admin() {
-            Some(admin) if admin.auth.allows(&parts) => {
+            Some(admin) if admin.auth.allows(&mut parts, &app).await => {
                 Html(include_str!("admin.html")).into_response()
             }
             _ => refused(),
@@ -121,9 +138,9 @@ pub(crate) fn socket_route(path: &str) -> MethodRouter<App> {
 
 fn admin_socket(request: WsRequest) -> BoxFuture<WsStart> {
     Box::pin(async move {
-        let (parts, app, ws) = request.into_parts();
+        let (mut parts, app, ws) = request.into_parts();
         match app.admin() {
-            Some(admin) if admin.auth.allows(&parts) => WsStart::run(view(ws, app)),
+            Some(admin) if admin.auth.allows(&mut parts, &app).await => WsStart::run(view(ws, app)),
             _ => WsStart::reject(refused()),
         }
     })
@@ -244,14 +261,20 @@ mod tests {
         request.body(()).unwrap().into_parts().0
     }
 
-    #[test]
-    fn the_token_is_checked_in_the_query_or_the_header() {
+    #[tokio::test]
+    async fn the_token_is_checked_in_the_query_or_the_header() {
+        let app = App::builder().only_module("none").build().unwrap();
         let auth = AdminAuth::Token("s3cret".into());
-        assert!(auth.allows(&parts("/admin?token=s3cret", None)));
-        assert!(auth.allows(&parts("/admin", Some("s3cret"))));
-        assert!(!auth.allows(&parts("/admin", None)));
-        assert!(!auth.allows(&parts("/admin?token=s3cre", None)));
-        assert!(!auth.allows(&parts("/admin?token=s3cret2", Some("nope"))));
+        let allows = |uri: &str, bearer: Option<&str>| {
+            let mut head = parts(uri, bearer);
+            let (auth, app) = (auth.clone(), app.clone());
+            async move { auth.allows(&mut head, &app).await }
+        };
+        assert!(allows("/admin?token=s3cret", None).await);
+        assert!(allows("/admin", Some("s3cret")).await);
+        assert!(!allows("/admin", None).await);
+        assert!(!allows("/admin?token=s3cre", None).await);
+        assert!(!allows("/admin?token=s3cret2", Some("nope")).await);
         assert!(format!("{auth:?}") == "Token(***)");
     }
 }
