@@ -45,8 +45,29 @@ async fn the_page_and_its_socket_need_the_token() {
     let page = server.get(&format!("/admin?token={TOKEN}")).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Switchboard admin"));
+    assert_eq!(page.headers["cache-control"], "no-store");
+    // The token moves to a cookie the page's WebSocket carries.
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
+    assert_eq!(
+        cookie,
+        format!("switchboard_admin={TOKEN}; Path=/admin; HttpOnly; SameSite=Strict")
+    );
     let refused = server.client("/admin/ws").connect().await.unwrap_err();
     assert_eq!(refused.status, 401);
+    let with_cookie = server
+        .client("/admin/ws")
+        .header("cookie", &format!("theme=dark; switchboard_admin={TOKEN}"))
+        .connect()
+        .await;
+    assert!(with_cookie.is_ok(), "the cookie is enough");
+    let bad_cookie = server
+        .client("/admin/ws")
+        .header("cookie", "switchboard_admin=guess")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(bad_cookie.status, 401);
+    drop(with_cookie);
     let twice = App::builder()
         .only_module(module_path!())
         .admin_route("/admin", TOKEN)
@@ -260,6 +281,11 @@ async fn the_page_in_chromium_follows_connections_as_they_open_and_close() {
     browser.command("url", json!({ "url": url })).await;
     browser.until_text("status", "live").await;
     browser.until_text("connections", "0").await;
+    // The token left the address bar: the socket authenticated with the page's cookie.
+    let search = browser
+        .command("execute/sync", json!({"script": "return location.search;", "args": []}))
+        .await;
+    assert_eq!(search, "");
 
     let mut clients = Vec::new();
     for name in ["lobby", "lobby", "kitchen"] {

@@ -8,8 +8,9 @@
 
 use std::time::Duration;
 
+use switchboard::broker::Redis;
 use switchboard::prelude::*;
-use switchboard::testing::TestServer;
+use switchboard::testing::{RedisServer, TestServer};
 use switchboard::ws::{InboundLimit, RateLimitAction};
 use switchboard_tests::{captured_logs, eventually};
 
@@ -74,12 +75,11 @@ async fn start_up_and_shutdown_are_logged_at_info() {
     ] {
         assert!(started[0].contains(field), "{field}: {}", started[0]);
     }
-    assert!(
-        !logs
-            .matching(&[" INFO ", "shutdown: stopped accepting"])
-            .is_empty()
-    );
-    assert!(!logs.matching(&[" INFO ", "shutdown complete"]).is_empty());
+    // This server's own lines (other tests' servers stop at the same time).
+    let stopped = logs.matching(&[" INFO ", "shutdown: stopped accepting", &address]);
+    assert_eq!(stopped.len(), 1, "{:#?}", logs.lines());
+    let complete = logs.matching(&[" INFO ", "shutdown complete", &address]);
+    assert_eq!(complete.len(), 1, "{:#?}", logs.lines());
 }
 
 #[tokio::test]
@@ -208,5 +208,41 @@ async fn slow_consumers_and_rate_limits_are_warnings() {
     let limited = logs.matching(&[" WARN ", "client closed: past its inbound limit"]);
     assert_eq!(limited.len(), 1, "{limited:#?}");
     assert!(limited[0].contains("code=1008"), "{}", limited[0]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broker_outage_and_its_recovery_are_warnings() {
+    let logs = captured_logs();
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let broker = Redis::new(&redis.url())
+        .unwrap()
+        .prefix("logs-outage")
+        .timeout(Duration::from_millis(300))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let app = App::builder()
+        .only_module(module_path!())
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
+    eventually("connected", || broker.is_connected()).await;
+    let url = redis.url();
+    redis.kill();
+    eventually("the outage is logged", || {
+        !logs
+            .matching(&[" WARN ", "Redis connection lost", &url])
+            .is_empty()
+    })
+    .await;
+    redis.resume().await;
+    eventually("the recovery is logged", || {
+        !logs
+            .matching(&[" WARN ", "Redis connection back", &url])
+            .is_empty()
+    })
+    .await;
     server.shutdown().await;
 }

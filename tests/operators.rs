@@ -199,15 +199,33 @@ fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
     for (series, count) in samples.iter().filter(|(s, _)| s.contains("_count")) {
         let base = series.replace("_count", "_bucket");
         let labels = base.trim_end_matches('}');
-        let buckets: Vec<f64> = samples
+        // In the order of their bounds (the map sorts them as text).
+        let mut buckets: Vec<(f64, f64)> = samples
             .iter()
-            .filter(|(s, _)| s.starts_with(labels) && s.contains(",le=\""))
-            .map(|(_, v)| *v)
+            .filter_map(|(s, v)| {
+                let le = s.strip_prefix(labels)?.strip_prefix(",le=\"")?;
+                let le = le.trim_end_matches("\"}");
+                Some((
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    },
+                    *v,
+                ))
+            })
             .collect();
-        assert!(!buckets.is_empty(), "buckets of {series}");
-        let inf = samples[&format!("{labels},le=\"+Inf\"}}")];
-        assert_eq!(inf, *count, "{series}");
-        assert!(buckets.iter().all(|b| *b <= inf), "{series}");
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(buckets.len() > 1, "buckets of {series}");
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "cumulative: {series} {buckets:?}"
+        );
+        assert_eq!(
+            buckets.last().unwrap(),
+            &(f64::INFINITY, *count),
+            "{series}"
+        );
     }
     samples
 }
@@ -461,6 +479,29 @@ async fn the_metrics_facade_gets_the_same_counters_as_the_prometheus_route() {
     ] {
         assert_eq!(recorded.get(series), Some(&1.0), "{series}: {recorded:#?}");
     }
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn export_metrics_feeds_the_global_recorder_while_the_app_is_served() {
+    let recorded = Recorded::default();
+    let values = recorded.0.clone();
+    metrics::set_global_recorder(recorded).expect("the only global recorder of this binary");
+    let app = builder()
+        .export_metrics(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let mut client = server.connect("/ops/echo").await;
+    client.send_text("hi").await;
+    assert_eq!(client.recv_text().await, "hi");
+    switchboard_tests::eventually("the export records the connection and its messages", || {
+        let values = values.lock().unwrap();
+        values.get("switchboard_connections") == Some(&1.0)
+            && values.get("switchboard_messages_sent_total") == Some(&1.0)
+    })
+    .await;
     drop(client);
     server.shutdown().await;
 }

@@ -57,8 +57,9 @@ pub struct Builder {
     limits: Limits,
     shutdown_timeout: Duration,
     drain_delay: Duration,
-    admin: Option<crate::ops::AdminAuth>,
+    admin: Option<(crate::ops::AdminAuth, String)>,
     admin_twice: bool,
+    export_metrics: Option<Duration>,
     handshake_timeout: Duration,
     request_head_timeout: Duration,
     max_request_head: usize,
@@ -111,6 +112,7 @@ impl Builder {
             drain_delay: Duration::ZERO,
             admin: None,
             admin_twice: false,
+            export_metrics: None,
             handshake_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
             max_request_head: 16 * 1024,
@@ -445,10 +447,20 @@ impl Builder {
 
     fn admin(mut self, path: &str, auth: crate::ops::AdminAuth) -> Self {
         self.admin_twice |= self.admin.is_some();
-        self.admin = Some(auth);
         let socket = format!("{}/ws", path.trim_end_matches('/'));
+        self.admin = Some((auth, socket.clone()));
         self.route(path, crate::ops::admin_page())
             .route(&socket, crate::ops::admin_socket(&socket))
+    }
+
+    /// Hands the app's metrics to the `metrics` facade's global recorder every `every` while
+    /// the app is served (cargo feature `metrics`; see [`App::record_metrics`]): for an
+    /// exporter of your choice, installed before the app starts.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn export_metrics(mut self, every: Duration) -> Self {
+        self.export_metrics = Some(every.max(Duration::from_millis(10)));
+        self
     }
 
     /// At shutdown, how long [`App::serve`] goes on accepting (HTTP requests; new WebSocket
@@ -548,7 +560,10 @@ impl Builder {
         };
         let inner = Arc::new_cyclic(|me| AppInner {
             summary,
-            admin: self.admin.map(crate::ops::Admin::new),
+            export_metrics: self.export_metrics,
+            admin: self
+                .admin
+                .map(|(auth, socket)| crate::ops::Admin::new(auth, socket)),
             me: me.clone(),
             bus: Arc::new(bus),
             groups: Arc::new(groups),

@@ -45,6 +45,9 @@ struct AppInner {
     summary: Summary,
     /// The admin page's settings, when it has one.
     admin: Option<crate::ops::Admin>,
+    /// How often the metrics go to the `metrics` facade (`Builder::export_metrics`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    export_metrics: Option<std::time::Duration>,
     bus: Arc<Bus>,
     groups: Arc<Groups>,
     broker: Arc<dyn Broker>,
@@ -158,6 +161,10 @@ impl App {
         }
         self.inner.broker.start();
         tokio::spawn(crate::channel::sweep(Arc::downgrade(&self.inner.groups)));
+        #[cfg(feature = "metrics")]
+        if let Some(every) = self.inner.export_metrics {
+            tokio::spawn(crate::ops::export_metrics(self.downgrade(), every));
+        }
     }
 
     /// Whether the app has been served (bound or turned into a router).

@@ -171,10 +171,11 @@ impl Server {
         }
         drop(listener);
         stopped.cancel();
+        tracing::info!(address = %self_addr, "shutdown: stopped accepting");
         let shutdown = app.shutdown_handle();
         shutdown.close_connections();
         shutdown.wait().await;
-        tracing::info!("shutdown complete");
+        tracing::info!(address = %self_addr, "shutdown complete");
         Ok(())
     }
 }
@@ -293,7 +294,7 @@ impl Shutdown {
             .close_all_connections(close_code::GOING_AWAY, "server shutting down");
         tracing::info!(
             connections = closed,
-            "shutdown: stopped accepting, closing WebSocket connections (1001)"
+            "shutdown: closing WebSocket connections (1001)"
         );
     }
 

@@ -324,7 +324,9 @@ impl Groups {
                 self.counters
                     .publish_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(group, "publishing to the cluster failed: {e}");
+                if let Some(skipped) = self.conns.logs.publish_failures.allow() {
+                    tracing::warn!(group, skipped, "publishing to the cluster failed: {e}");
+                }
             }
             record_publish(&mut report, published);
         }

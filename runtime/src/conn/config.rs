@@ -37,6 +37,10 @@ pub(crate) struct ConnLogs {
     pub(crate) handler_failures: LogLimit,
     pub(crate) rate_limits: LogLimit,
     pub(crate) slow_consumers: LogLimit,
+    /// Handshakes refused by a limit or the origin check.
+    pub(crate) refusals: LogLimit,
+    /// Group sends the broker refused.
+    pub(crate) publish_failures: LogLimit,
 }
 
 /// What the protections of an app's connections did (see `App::connection_metrics`).
@@ -61,7 +65,27 @@ pub(crate) struct ConnCounters {
     /// Connections opened, by route template (counted once per connection).
     pub(crate) opened: Mutex<BTreeMap<&'static str, u64>>,
     /// Connections closed, by close code (counted once per connection).
-    pub(crate) closed: Mutex<BTreeMap<u16, u64>>,
+    pub(crate) closed: Mutex<BTreeMap<CloseLabel, u64>>,
+}
+
+/// The label a close is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CloseLabel {
+    Code(u16),
+    /// A client's code of this class (3 or 4: `3xxx`, `4xxx`).
+    Class(u8),
+    /// A client's code outside every range above.
+    Other,
+}
+
+impl std::fmt::Display for CloseLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseLabel::Code(code) => write!(f, "{code}"),
+            CloseLabel::Class(class) => write!(f, "{class}xxx"),
+            CloseLabel::Other => f.write_str("other"),
+        }
+    }
 }
 
 impl ConnCounters {
@@ -74,9 +98,19 @@ impl ConnCounters {
         *lock(&self.opened).entry(route).or_default() += 1;
     }
 
-    /// A connection closed with `code`.
-    pub(crate) fn closed(&self, code: u16) {
-        *lock(&self.closed).entry(code).or_default() += 1;
+    /// A connection closed with `code`; `by_client`: the client chose it. A code the client
+    /// chose outside those RFC 6455 defines counts as its class (`3xxx`, `4xxx`), so clients
+    /// cannot grow the number of series; codes the server chose (the app's own) count as
+    /// themselves.
+    pub(crate) fn closed(&self, code: u16, by_client: bool) {
+        let label = match code {
+            1000..=1015 => CloseLabel::Code(code),
+            3000..=3999 if by_client => CloseLabel::Class(3),
+            4000..=4999 if by_client => CloseLabel::Class(4),
+            _ if by_client => CloseLabel::Other,
+            _ => CloseLabel::Code(code),
+        };
+        *lock(&self.closed).entry(label).or_default() += 1;
     }
 }
 

@@ -66,7 +66,7 @@ pub(super) struct Stats {
     pub(super) counters: Mutex<Counters>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Counters {
     pub(super) emits: u64,
     pub(super) listeners_run: u64,
@@ -119,6 +119,18 @@ impl Stats {
         if durations {
             let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
             c.durations[duration_bucket(nanos)] += 1;
+        }
+    }
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.emits += other.emits;
+        self.listeners_run += other.listeners_run;
+        self.failures += other.failures;
+        self.time += other.time;
+        for (sum, n) in self.durations.iter_mut().zip(other.durations) {
+            *sum += n;
         }
     }
 }
@@ -222,6 +234,9 @@ pub(crate) struct Cold {
     pub(crate) failure_log: LogLimit,
     /// Emits of names nothing listened to (they have no counters of their own).
     unheard: AtomicU64,
+    /// The counters of names forgotten while not registered (connection-scoped or cached
+    /// names), kept so that the sum of everything unregistered never goes down.
+    retired: Mutex<Counters>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -445,12 +460,17 @@ impl Bus {
     /// sorted, then everything else summed as one series (bounded, whatever clients emit).
     pub(crate) fn series(&self) -> Vec<EventSeries> {
         let reg = self.lock();
+        let retired = *self
+            .cold
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut other = EventSeries {
             name: None,
-            emits: self.cold.unheard.load(Ordering::Relaxed),
-            failures: 0,
-            time: Duration::ZERO,
-            durations: [0; DURATION_BUCKETS.len() + 1],
+            emits: retired.emits + self.cold.unheard.load(Ordering::Relaxed),
+            failures: retired.failures,
+            time: retired.time,
+            durations: retired.durations,
         };
         let mut named = Vec::new();
         for (name, state) in &reg.names {
@@ -531,7 +551,20 @@ impl Bus {
             if cached {
                 reg.cached -= 1;
             }
-            reg.names.remove(name);
+            if let Some(state) = reg.names.remove(name)
+                && !state.registered
+            {
+                let gone = *state
+                    .stats
+                    .counters
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                self.cold
+                    .retired
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .add(&gone);
+            }
             self.unindex(name);
             return;
         }

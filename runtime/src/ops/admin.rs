@@ -2,9 +2,11 @@
 //! the app's state every second: connections, traffic, groups (the largest, searchable),
 //! drops and slow consumers, the broker, listeners per event.
 //!
-//! Both are refused (401) without the token given to `Builder::admin_route` (as `?token=` or
-//! `Authorization: Bearer ..`), or when the extractor given to `Builder::admin_route_with`
-//! rejects the request.
+//! Both are refused (401) without the token given to `Builder::admin_route` (as `?token=`, as
+//! `Authorization: Bearer ..`, or in the `HttpOnly` cookie the page sets when it is opened
+//! with `?token=`: the page then drops the token from its address, and its WebSocket carries
+//! the cookie, so the token stays out of browser history and access logs after the first
+//! request), or when the extractor given to `Builder::admin_route_with` rejects the request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +62,8 @@ impl std::fmt::Debug for AdminAuth {
 #[derive(Debug)]
 pub(crate) struct Admin {
     auth: AdminAuth,
+    /// The template of its WebSocket route.
+    socket: String,
     /// Admin WebSockets open now (left out of the connection count the page shows).
     viewers: AtomicUsize,
 }
@@ -74,18 +78,36 @@ impl AdminAuth {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "));
-                let query = parts.uri.query().and_then(|q| {
-                    form_urlencoded::parse(q.as_bytes())
-                        .find(|(key, _)| key == "token")
-                        .map(|(_, value)| value.into_owned())
-                });
-                [bearer.map(str::to_owned), query]
+                let query = query_token(parts);
+                let cookie = cookie_token(parts);
+                [bearer.map(str::to_owned), query, cookie]
                     .into_iter()
                     .flatten()
                     .any(|given| same(given.as_bytes(), token.as_bytes()))
             }
         }
     }
+}
+
+/// The name of the cookie that carries the token.
+const COOKIE: &str = "switchboard_admin";
+
+/// The token in the request's admin cookie, if any.
+fn cookie_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| {
+            form_urlencoded::parse(format!("t={value}").as_bytes())
+                .next()
+                .map(|(_, token)| token.into_owned())
+                .unwrap_or_default()
+        })
 }
 
 /// Compares without stopping at the first difference (the time taken does not tell how much
@@ -95,12 +117,26 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Admin {
-    pub(crate) fn new(auth: AdminAuth) -> Self {
+    pub(crate) fn new(auth: AdminAuth, socket: String) -> Self {
         Admin {
             auth,
+            socket,
             viewers: AtomicUsize::new(0),
         }
     }
+
+    /// Whether `route` (a route template) is the admin page's WebSocket.
+    pub(crate) fn serves(&self, route: &str) -> bool {
+        self.socket == route
+    }
+}
+
+fn query_token(parts: &Parts) -> Option<String> {
+    parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+    })
 }
 
 fn refused() -> Response {
@@ -117,7 +153,27 @@ pub(crate) fn page_route() -> MethodRouter<App> {
         let (mut parts, _) = request.into_parts();
         match app.admin() {
             Some(admin) if admin.auth.allows(&mut parts, &app).await => {
-                Html(include_str!("admin.html")).into_response()
+                // Not kept by caches, and no token leaks through a referrer.
+                let page = (
+                    [
+                        (header::CACHE_CONTROL, "no-store"),
+                        (header::REFERRER_POLICY, "no-referrer"),
+                    ],
+                    Html(include_str!("admin.html")),
+                );
+                match (&admin.auth, query_token(&parts)) {
+                    // Opened with `?token=`: the cookie carries it from here on.
+                    (AdminAuth::Token(_), Some(token)) => {
+                        let value: String =
+                            form_urlencoded::byte_serialize(token.as_bytes()).collect();
+                        let cookie = format!(
+                            "{COOKIE}={value}; Path={}; HttpOnly; SameSite=Strict",
+                            parts.uri.path()
+                        );
+                        ([(header::SET_COOKIE, cookie)], page).into_response()
+                    }
+                    _ => page.into_response(),
+                }
             }
             _ => refused(),
         }
@@ -237,7 +293,7 @@ fn state(app: &App, admin: &Admin, ask: &Ask) -> Value {
         "deliveries": s.deliveries,
         "dropped": s.dropped.iter().map(|(reason, n)| (reason.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "slow_consumer_closes": s.slow_consumer_closes,
-        "disconnects": s.closed.iter().map(|(code, n)| (code.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "disconnects": s.closed.iter().map(|(code, n)| (code.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "broker": {
             "name": app.broker().describe(),
             "up": s.broker_up,

@@ -24,7 +24,7 @@ pub(crate) const OTHER_EVENTS: &str = "(other)";
 pub(crate) struct Snapshot {
     pub(crate) connections: usize,
     pub(crate) opened: Vec<(&'static str, u64)>,
-    pub(crate) closed: Vec<(u16, u64)>,
+    pub(crate) closed: Vec<(String, u64)>,
     pub(crate) refused: Vec<(&'static str, u64)>,
     pub(crate) traffic: TrafficCounts,
     pub(crate) groups: usize,
@@ -54,7 +54,7 @@ impl Snapshot {
                 .collect(),
             closed: lock(&counters.closed)
                 .iter()
-                .map(|(code, n)| (*code, *n))
+                .map(|(label, n)| (label.to_string(), *n))
                 .collect(),
             refused: vec![
                 ("max_connections", ws.refused_full),
@@ -70,9 +70,11 @@ impl Snapshot {
             dropped: vec![
                 ("slow_consumer_closed", channels.dropped_for_closed),
                 ("slow_consumer_skipped", channels.dropped_for_slow_consumers),
+                // The broker's count includes the sends it refused at once, which the channel
+                // layer also counts (a broker without counters of its own reports 0).
                 (
                     "broker_publish",
-                    channels.publish_failures + broker.publish_failures,
+                    channels.publish_failures.max(broker.publish_failures),
                 ),
                 ("cluster_events", broker.events_dropped),
             ],
@@ -240,7 +242,7 @@ impl Snapshot {
             push("switchboard_connections_total", labels, int(*n));
         }
         for (code, n) in &self.closed {
-            let labels = vec![("code", code.to_string())];
+            let labels = vec![("code", code.clone())];
             push("switchboard_disconnects_total", labels, int(*n));
         }
         for (limit, n) in &self.refused {
@@ -399,6 +401,19 @@ pub(crate) fn prometheus_route() -> axum::routing::MethodRouter<App> {
             )
         }
     })
+}
+
+/// Records the app's metrics into the facade every `every`, until the app is gone.
+#[cfg(feature = "metrics")]
+pub(crate) async fn export(app: crate::app::WeakApp, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match app.upgrade() {
+            Some(app) => app.record_metrics(),
+            None => return,
+        }
+    }
 }
 
 #[cfg(feature = "metrics")]

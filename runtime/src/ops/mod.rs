@@ -11,4 +11,6 @@ mod metrics;
 
 pub(crate) use admin::{Admin, AdminAuth, page_route as admin_page, socket_route as admin_socket};
 pub(crate) use health::{health, ready};
+#[cfg(feature = "metrics")]
+pub(crate) use metrics::export as export_metrics;
 pub(crate) use metrics::prometheus_route;

@@ -167,7 +167,9 @@ async fn check(route: &Route, app: &App, parts: &mut Parts) -> Result<Upgrade, R
         .origins
         .check(origin, parts.headers.get(header::HOST))
     {
-        tracing::warn!(path = route.path, "handshake refused: {why}");
+        if let Some(skipped) = app.ws().conn.logs.refusals.allow() {
+            tracing::warn!(path = route.path, skipped, "handshake refused: {why}");
+        }
         return Err((StatusCode::FORBIDDEN, "origin not allowed").into_response());
     }
     let client = parts
@@ -214,18 +216,26 @@ fn head_len(parts: &Parts) -> usize {
 /// The answer to a handshake refused by the connection limits (counted).
 fn refusal_for(app: &App, refused: Refused, address: Option<IpAddr>) -> Response {
     let counters = &app.ws().conn.counters;
+    if let Some(skipped) = app.ws().conn.logs.refusals.allow() {
+        let limit = match refused {
+            Refused::Full => "max_connections",
+            Refused::PerAddress => "max_connections_per_address",
+            Refused::Rate => "max_new_connections_per_second",
+        };
+        tracing::warn!(
+            ?address,
+            limit,
+            skipped,
+            "handshake refused: {limit} reached"
+        );
+    }
     match refused {
         Refused::Full => {
             ConnCounters::count(&counters.refused_full);
-            tracing::debug!("handshake refused: max_connections reached");
             (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response()
         }
         Refused::PerAddress => {
             ConnCounters::count(&counters.refused_per_address);
-            tracing::debug!(
-                ?address,
-                "handshake refused: max_connections_per_address reached"
-            );
             (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many connections from this address",
@@ -234,7 +244,6 @@ fn refusal_for(app: &App, refused: Refused, address: Option<IpAddr>) -> Response
         }
         Refused::Rate => {
             ConnCounters::count(&counters.refused_rate);
-            tracing::debug!("handshake refused: max_new_connections_per_second reached");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "1")],

@@ -92,14 +92,21 @@ impl Session {
         }
         drop(handshake);
         tracing::debug!("connection opened");
-        conn.config.counters.opened(route);
-        lifecycle::connected(&app, &conn, &path, client).await;
+        // The admin page's own socket is the framework's, not the app's: no lifecycle events,
+        // not counted by route or close code.
+        let app_route = !app.admin().is_some_and(|admin| admin.serves(route));
+        if app_route {
+            conn.config.counters.opened(route);
+            lifecycle::connected(&app, &conn, &path, client).await;
+        }
         let ended = drive(&conn, &mut handler).await;
         let (code, reason) = match failure(&conn, &path, client, ended) {
             None => (close_code::NORMAL, String::new()),
             Some(failure) => {
                 let (message, code) = (&failure.message, failure.code);
-                lifecycle::handler_failed(&app, &conn, &path, client, message, code).await;
+                if app_route {
+                    lifecycle::handler_failed(&app, &conn, &path, client, message, code).await;
+                }
                 (failure.code, failure.reason)
             }
         };
@@ -112,8 +119,10 @@ impl Session {
             (None, None) => (code, reason, false),
         };
         tracing::debug!(code, reason, by_client, "connection closed");
-        conn.config.counters.closed(code);
-        lifecycle::disconnected(&app, &conn, &path, code, &reason, by_client).await;
+        if app_route {
+            conn.config.counters.closed(code, by_client);
+            lifecycle::disconnected(&app, &conn, &path, code, &reason, by_client).await;
+        }
     }
 }
 
