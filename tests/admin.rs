@@ -283,7 +283,10 @@ async fn the_page_in_chromium_follows_connections_as_they_open_and_close() {
     browser.until_text("connections", "0").await;
     // The token left the address bar: the socket authenticated with the page's cookie.
     let search = browser
-        .command("execute/sync", json!({"script": "return location.search;", "args": []}))
+        .command(
+            "execute/sync",
+            json!({"script": "return location.search;", "args": []}),
+        )
         .await;
     assert_eq!(search, "");
 
