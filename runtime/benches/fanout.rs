@@ -40,8 +40,23 @@ async fn written(members: &[Detached], bytes: usize) {
 
 #[divan::bench(args = [10, 1000])]
 fn group_send_delivered(bencher: divan::Bencher<'_, '_>, members: usize) {
+    fan_out(bencher, members, false);
+}
+
+/// The same to a recoverable group: each message saved in the history with its position and
+/// sent in its envelope (the cost of positions).
+#[divan::bench(args = [10, 1000])]
+fn group_send_recoverable(bencher: divan::Bencher<'_, '_>, members: usize) {
+    fan_out(bencher, members, true);
+}
+
+fn fan_out(bencher: divan::Bencher<'_, '_>, members: usize, recoverable: bool) {
     let rt = runtime();
-    let app = App::builder().only_module("fanout::none").build().unwrap();
+    let mut builder = App::builder().only_module("fanout::none");
+    if recoverable {
+        builder = builder.recoverable_groups("room");
+    }
+    let app = builder.build().unwrap();
     let payload = payload();
     let conns: Vec<Detached> = rt.block_on(async {
         let mut conns = Vec::new();
@@ -60,13 +75,18 @@ fn group_send_delivered(bencher: divan::Bencher<'_, '_>, members: usize) {
         }
         conns
     });
+    // The first message's frames; an envelope is one byte longer per digit its offset gains
+    // (the first offset is 1).
     let per_message = conns.iter().map(Detached::written).sum::<usize>();
     let mut expected = per_message;
     bencher.bench_local(|| {
-        expected += per_message;
         rt.block_on(async {
             let report = app.channels().group_send("room", black_box(&payload)).await;
-            black_box(report.unwrap());
+            let report = black_box(report.unwrap());
+            let longer = report
+                .position
+                .map_or(0, |p| p.offset.to_string().len() - 1);
+            expected += per_message + members * longer;
             written(&conns, expected).await;
         });
     });

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::{App, AppInner, Summary, router};
 use crate::broker::{self, Broker, Local};
 use crate::channel::groups::{Groups, GroupsConfig};
-use crate::channel::{HistoryLimits, SlowConsumer};
+use crate::channel::{HistoryLimits, Patterns, SlowConsumer};
 use crate::conn::{ConnConfig, Connections, Limits};
 use crate::event::bus::{Bus, BusConfig, Spec};
 use crate::event::{Callable, Incoming};
@@ -59,6 +59,7 @@ pub struct Builder {
     drain_delay: Duration,
     admin: Option<(crate::ops::AdminAuth, String)>,
     admin_twice: bool,
+    recoverable_problem: Option<String>,
     export_metrics: Option<Duration>,
     handshake_timeout: Duration,
     request_head_timeout: Duration,
@@ -112,6 +113,7 @@ impl Builder {
             drain_delay: Duration::ZERO,
             admin: None,
             admin_twice: false,
+            recoverable_problem: None,
             export_metrics: None,
             handshake_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
@@ -132,6 +134,7 @@ impl Builder {
                     max_age: Duration::from_secs(120),
                 },
                 sweep_interval: Duration::from_secs(1),
+                recoverable: Patterns::default(),
             },
         }
     }
@@ -486,6 +489,25 @@ impl Builder {
         self
     }
 
+    /// Makes the groups named `pattern` (a name, or a prefix ending in `*`: `"chat_*"`)
+    /// recoverable: every message sent to them is saved in the group's history (bounded as
+    /// [`history_limits`](Builder::history_limits) and
+    /// [`history_max_age`](Builder::history_max_age) say) with a position, reaches members in
+    /// an envelope `{"epoch":..,"offset":..,"data":..}`, and a client that rejoins with its
+    /// last position gets what it missed
+    /// ([`ChannelBox::add_channel_to_group_from`](crate::ChannelBox::add_channel_to_group_from)).
+    /// Call it once per pattern. Other groups keep bare payloads and pay nothing for this.
+    ///
+    /// Positions are this server's own: with a cluster broker, a client recovers on the server
+    /// it left; on another server the epoch is unknown and the join reports
+    /// `NotRecoverable(EpochChanged)` (the client re-syncs).
+    pub fn recoverable_groups(mut self, pattern: &str) -> Self {
+        if let Err(problem) = self.groups.recoverable.add(pattern) {
+            self.recoverable_problem.get_or_insert(problem);
+        }
+        self
+    }
+
     /// How long a saved message stays in its group's history (default 2 minutes, Socket.IO's
     /// recovery window). A group whose entries all aged out is forgotten, so the histories of
     /// groups that are gone do not accumulate.
@@ -600,6 +622,9 @@ impl Builder {
     }
 
     fn check(&self) -> Result<(), Error> {
+        if let Some(problem) = &self.recoverable_problem {
+            return Err(Error::new(ErrorKind::Config, problem.clone()));
+        }
         let problem = if self.admin_twice {
             "admin_route is given twice: an app has one admin page"
         } else if self.bus.max_background_emits == 0 {

@@ -7,6 +7,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::groups::Groups;
 use super::{AddStatus, Channel, ChannelMetrics, HistoryEntry, RemoveStatus, SendReport};
+use super::{Joined, Position};
 use crate::conn::ConnectionId;
 use crate::{App, Error};
 
@@ -60,6 +61,50 @@ impl ChannelBox {
         group: impl AsRef<str>,
     ) -> Result<AddStatus, Error> {
         self.table().add(channel, group.as_ref()).await
+    }
+
+    /// Adds `channel` to a recoverable group (see
+    /// [`Builder::recoverable_groups`](crate::Builder::recoverable_groups)) and, given the last
+    /// position the client got, queues the messages it missed before any newer one: none
+    /// missed, none twice, even while others keep sending to the group. The answer says what
+    /// happened: [`Recovery::Recovered`] with how many, or
+    /// [`Recovery::NotRecoverable`] with why (the client must then re-sync), and the group's
+    /// position at the join.
+    ///
+    /// Members of a recoverable group get each message in an envelope,
+    /// `{"epoch":"..","offset":N,"data":PAYLOAD}`; the client keeps the last `epoch:offset`
+    /// and hands it back on reconnect, by convention as the route's `since` query parameter
+    /// ([`Position::from_query`]).
+    ///
+    /// ```no_run
+    /// use switchboard::channel::{Position, Recovery};
+    /// use switchboard::prelude::*;
+    ///
+    /// #[ws_route("/chat/{room}")]
+    /// async fn chat(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
+    ///     let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
+    ///     ws.accept().await?;
+    ///     let joined = channels
+    ///         .add_channel_to_group_from(&ws.channel(), format!("chat_{room}"), since.as_ref())
+    ///         .await
+    ///         .map_err(|e| WsError::close(1011, e.to_string()))?;
+    ///     if let Recovery::NotRecoverable(why) = &joined.recovery {
+    ///         ws.send_json(&json!({"resync": why.to_string(), "position": joined.position})).await?;
+    ///     }
+    ///     while ws.receive().await?.is_some() {}
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// Errors: the group is not recoverable, or as for
+    /// [`add_channel_to_group`](Self::add_channel_to_group).
+    pub async fn add_channel_to_group_from(
+        &self,
+        channel: &Channel,
+        group: impl AsRef<str>,
+        since: Option<&Position>,
+    ) -> Result<Joined, Error> {
+        self.table().add_from(channel, group.as_ref(), since).await
     }
 
     /// Removes `channel` from `group`; a group without members disappears.

@@ -42,7 +42,9 @@ pub(crate) async fn sweep(groups: Weak<Groups>) {
         };
         groups.sweep_once();
         if !groups.histories().is_empty() {
-            groups.histories().prune();
+            groups
+                .histories()
+                .prune(|group| groups.keeps_history(group));
         }
     }
 }

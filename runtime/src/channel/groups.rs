@@ -9,11 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::history::{Histories, HistoryLimits};
+use super::history::{GroupHistory, Histories, HistoryLimits, lock_history};
+use super::recovery::{Joined, NotRecoverable, Position, Recovery, envelope};
 
 /// The longest group name, in bytes (as Centrifugo's channel names).
 pub(crate) const MAX_GROUP_NAME: usize = 255;
-use super::{AddStatus, Channel, ChannelMetrics, RemoveStatus, SendReport, SlowConsumer};
+use super::{AddStatus, Channel, ChannelMetrics, Patterns, RemoveStatus, SendReport, SlowConsumer};
 use crate::broker::{Broker, Outgoing};
 use crate::conn::ring::Ring;
 use crate::conn::{
@@ -46,6 +47,8 @@ pub(crate) struct GroupsConfig {
     pub(crate) max_per_connection: usize,
     pub(crate) history: HistoryLimits,
     pub(crate) sweep_interval: Duration,
+    /// The groups whose messages carry positions and can be recovered.
+    pub(crate) recoverable: Patterns,
 }
 
 /// Counters of the channel layer.
@@ -129,13 +132,108 @@ impl Groups {
     pub(crate) async fn add(&self, channel: &Channel, group: &str) -> Result<AddStatus, Error> {
         Self::check_name(group)?;
         let conn = channel.conn();
+        Self::check_open(conn, group)?;
+        let (status, entry) = self.add_member(conn, group)?;
+        self.subscribe(&entry, group).await?;
+        Ok(status)
+    }
+
+    fn check_open(conn: &Conn, group: &str) -> Result<(), Error> {
         if conn.is_killed() {
             return Err(Error::new(
                 ErrorKind::InvalidGroup,
                 format!("channel {} is closed: it cannot join `{group}`", conn.id),
             ));
         }
-        let (status, entry) = self.add_member(conn, group)?;
+        Ok(())
+    }
+
+    /// Whether the history of `group` stays without entries: a recoverable group with members
+    /// here keeps its epoch, so the positions its members hold stay valid.
+    pub(crate) fn keeps_history(&self, group: &str) -> bool {
+        self.is_recoverable(group)
+            && self
+                .table
+                .pin()
+                .get(group)
+                .is_some_and(|g| g.ring.member_count() > 0)
+    }
+
+    /// Whether `group` is recoverable (its messages carry positions).
+    pub(crate) fn is_recoverable(&self, group: &str) -> bool {
+        !self.config.recoverable.is_empty() && self.config.recoverable.matches(group)
+    }
+
+    /// Adds a channel to a recoverable group and, given the client's last position, queues
+    /// the messages it missed before any newer one: under the group's history lock, which
+    /// every send to the group also holds while it saves and fans out, so no message falls
+    /// between the replay and the live ones, and none is in both.
+    pub(crate) async fn add_from(
+        &self,
+        channel: &Channel,
+        group: &str,
+        since: Option<&Position>,
+    ) -> Result<Joined, Error> {
+        Self::check_name(group)?;
+        if !self.is_recoverable(group) {
+            return Err(Error::new(
+                ErrorKind::InvalidGroup,
+                format!(
+                    "`{group}` is not a recoverable group: name it (or a prefix of it) in \
+                     Builder::recoverable_groups"
+                ),
+            ));
+        }
+        let conn = channel.conn();
+        Self::check_open(conn, group)?;
+        let history = self.histories.of(group);
+        let (joined, entry) = {
+            let history = lock_history(&history);
+            let (status, entry) = self.add_member(conn, group)?;
+            let position = Position {
+                epoch: history.epoch().to_string(),
+                offset: history.last_id(),
+            };
+            let recovery = match since {
+                None => Recovery::Fresh,
+                Some(_) if status == AddStatus::AlreadyMember => {
+                    Recovery::NotRecoverable(NotRecoverable::AlreadyMember)
+                }
+                Some(since) => self.replay(conn, &history, since),
+            };
+            let joined = Joined {
+                status,
+                position,
+                recovery,
+            };
+            (joined, entry)
+        };
+        self.subscribe(&entry, group).await?;
+        Ok(joined)
+    }
+
+    /// Queues for `conn` the messages after `since`, if they can all be had.
+    fn replay(&self, conn: &Conn, history: &GroupHistory, since: &Position) -> Recovery {
+        if *since.epoch != **history.epoch() {
+            return Recovery::NotRecoverable(NotRecoverable::EpochChanged);
+        }
+        if since.offset > history.last_id() {
+            return Recovery::NotRecoverable(NotRecoverable::Ahead);
+        }
+        let Some(missed) = history.after(since.offset, self.histories.limits().max_age) else {
+            return Recovery::NotRecoverable(NotRecoverable::TooFarBehind);
+        };
+        for entry in &missed {
+            let frame = Frame::Json(envelope(history.epoch(), entry.id, entry.text()));
+            if conn.offer(&frame) != Offer::Queued {
+                return Recovery::NotRecoverable(NotRecoverable::QueueFull);
+            }
+        }
+        Recovery::Recovered(missed.len())
+    }
+
+    /// Subscribes this server to the group through the broker, once per group.
+    async fn subscribe(&self, entry: &Group, group: &str) -> Result<(), Error> {
         if self.broker.is_clustered() {
             // On failure the member stays (local delivery goes on); the caller learns the
             // group is not reachable from other servers yet.
@@ -147,7 +245,7 @@ impl Groups {
             )
             .await?;
         }
-        Ok(status)
+        Ok(())
     }
 
     /// The synchronous part of a join: the group, created if needed, and the status.
@@ -308,11 +406,15 @@ impl Groups {
     ) -> SendReport {
         let mut report = SendReport::default();
         self.counters.sends.fetch_add(1, Ordering::Relaxed);
-        if let Some(entry) = self.table.pin().get(group).cloned() {
-            self.fan_out(&entry, payload.clone(), except, &mut report);
-        }
-        if save_history {
-            report.history_id = Some(self.histories.save(group, payload.clone()));
+        if self.is_recoverable(group) {
+            self.send_recoverable(group, &payload, except, &mut report);
+        } else {
+            if let Some(entry) = self.table.pin().get(group).cloned() {
+                self.fan_out(&entry, payload.clone(), except, &mut report);
+            }
+            if save_history {
+                report.history_id = Some(self.histories.save(group, payload.clone()));
+            }
         }
         if self.broker.is_clustered() {
             let message = Outgoing {
@@ -331,6 +433,29 @@ impl Groups {
             record_publish(&mut report, published);
         }
         report
+    }
+
+    /// A message to a recoverable group: saved with the next offset and fanned out in its
+    /// envelope, both under the group's history lock (see [`add_from`](Self::add_from)).
+    fn send_recoverable(
+        &self,
+        group: &str,
+        payload: &Utf8Bytes,
+        except: Option<ConnectionId>,
+        report: &mut SendReport,
+    ) {
+        let history = self.histories.of(group);
+        let mut history = lock_history(&history);
+        let offset = history.save(self.histories.limits(), payload.clone());
+        let enveloped = envelope(history.epoch(), offset, payload.as_str());
+        if let Some(entry) = self.table.pin().get(group).cloned() {
+            self.fan_out(&entry, enveloped, except, report);
+        }
+        report.history_id = Some(offset);
+        report.position = Some(Position {
+            epoch: history.epoch().to_string(),
+            offset,
+        });
     }
 
     /// Sends `payload` (JSON text) to one channel: here if it is connected here, else through
@@ -441,7 +566,13 @@ impl Groups {
             return 0;
         };
         let mut report = SendReport::default();
-        self.fan_out(&entry, payload, message.except, &mut report);
+        if self.is_recoverable(group) {
+            // Positions are this server's own (a client recovers on the server it left; on
+            // another one its epoch is unknown and it re-syncs).
+            self.send_recoverable(group, &payload, message.except, &mut report);
+        } else {
+            self.fan_out(&entry, payload, message.except, &mut report);
+        }
         report.delivered
     }
 

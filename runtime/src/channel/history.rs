@@ -1,6 +1,9 @@
-//! Per-group history: the last messages sent with `save_history()`, bounded by count, bytes
-//! and age, each with its own id and timestamp. A group whose entries have all aged out is
-//! forgotten (the sweeper prunes), so groups that are gone leave nothing behind.
+//! Per-group history: the last messages sent with `save_history()`, or every message of a
+//! recoverable group, bounded by count, bytes and age, each with its id (its offset in the
+//! group's stream) and timestamp. A history has an epoch, drawn when it is created: a group
+//! whose entries have all aged out is forgotten (the sweeper prunes), so groups that are gone
+//! leave nothing behind, and its next history is a new epoch (positions of the old one cannot
+//! be recovered from it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,19 +46,88 @@ pub(crate) struct HistoryLimits {
     pub(crate) max_age: Duration,
 }
 
-#[derive(Debug, Default)]
-struct GroupHistory {
+/// One group's history. Its lock also orders a recoverable group's sends against its
+/// recovering joins (see `Groups::send` and `Groups::add_from`).
+#[derive(Debug)]
+pub(crate) struct GroupHistory {
     entries: VecDeque<HistoryEntry>,
     bytes: usize,
-    next_id: u64,
+    /// The id of the last entry saved (0: none yet).
+    last_id: u64,
+    /// Drawn when the history is created.
+    epoch: Arc<str>,
+}
+
+impl GroupHistory {
+    fn new() -> Self {
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        GroupHistory {
+            entries: VecDeque::new(),
+            bytes: 0,
+            last_id: 0,
+            epoch: epoch[..12].into(),
+        }
+    }
+
+    /// The epoch of this history.
+    pub(crate) fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// The id of the last entry saved (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// Saves a message; returns its id. The oldest entries go when a bound is passed.
+    pub(crate) fn save(&mut self, limits: &HistoryLimits, payload: Utf8Bytes) -> u64 {
+        self.last_id += 1;
+        let id = self.last_id;
+        self.bytes += payload.len();
+        self.entries.push_back(HistoryEntry {
+            id,
+            timestamp: SystemTime::now(),
+            payload,
+            saved: Instant::now(),
+        });
+        while self.entries.len() > limits.max_entries
+            || (self.bytes > limits.max_bytes && self.entries.len() > 1)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.payload.len();
+            }
+        }
+        id
+    }
+
+    /// The entries after `id` still within the age bound, if they are all there: `None` when
+    /// an entry after `id` was already dropped (or aged out).
+    pub(crate) fn after(&self, id: u64, max_age: Duration) -> Option<Vec<HistoryEntry>> {
+        let now = Instant::now();
+        let kept: Vec<HistoryEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.id > id && now.duration_since(e.saved) <= max_age)
+            .cloned()
+            .collect();
+        let first_needed = id + 1;
+        let complete = match kept.first() {
+            Some(first) => first.id == first_needed,
+            None => id == self.last_id,
+        };
+        complete.then_some(kept)
+    }
 }
 
 /// The histories of every group that saved one.
 #[derive(Debug)]
 pub(crate) struct Histories {
     limits: HistoryLimits,
-    groups: std::sync::Mutex<HashMap<Arc<str>, GroupHistory>>,
+    groups: std::sync::Mutex<HashMap<Arc<str>, Arc<std::sync::Mutex<GroupHistory>>>>,
 }
+
+/// A group's history, locked.
+pub(crate) type HistoryGuard<'a> = std::sync::MutexGuard<'a, GroupHistory>;
 
 impl Histories {
     pub(crate) fn new(limits: HistoryLimits) -> Self {
@@ -65,59 +137,59 @@ impl Histories {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, GroupHistory>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<std::sync::Mutex<GroupHistory>>>> {
         self.groups
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub(crate) fn limits(&self) -> &HistoryLimits {
+        &self.limits
+    }
+
+    /// The history of `group`, created (a new epoch) if it has none.
+    pub(crate) fn of(&self, group: &str) -> Arc<std::sync::Mutex<GroupHistory>> {
+        let mut groups = self.lock();
+        match groups.get(group) {
+            Some(history) => history.clone(),
+            None => groups
+                .entry(group.into())
+                .or_insert_with(|| Arc::new(std::sync::Mutex::new(GroupHistory::new())))
+                .clone(),
+        }
+    }
+
     /// Saves a message; returns its id. The oldest entries go when a bound is passed.
     pub(crate) fn save(&self, group: &str, payload: Utf8Bytes) -> u64 {
-        let mut groups = self.lock();
-        let history = match groups.get_mut(group) {
-            Some(history) => history,
-            None => groups.entry(group.into()).or_default(),
-        };
-        history.next_id += 1;
-        let id = history.next_id;
-        history.bytes += payload.len();
-        history.entries.push_back(HistoryEntry {
-            id,
-            timestamp: SystemTime::now(),
-            payload,
-            saved: Instant::now(),
-        });
-        while history.entries.len() > self.limits.max_entries
-            || (history.bytes > self.limits.max_bytes && history.entries.len() > 1)
-        {
-            if let Some(old) = history.entries.pop_front() {
-                history.bytes -= old.payload.len();
-            }
-        }
-        id
+        let history = self.of(group);
+        lock_history(&history).save(&self.limits, payload)
     }
 
     /// The saved messages of `group` younger than the age bound, oldest first.
     pub(crate) fn get(&self, group: &str) -> Vec<HistoryEntry> {
         let now = Instant::now();
-        self.lock()
-            .get(group)
-            .map(|h| {
-                h.entries
-                    .iter()
-                    .filter(|e| now.duration_since(e.saved) <= self.limits.max_age)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Some(history) = self.lock().get(group).cloned() else {
+            return Vec::new();
+        };
+        let history = lock_history(&history);
+        history
+            .entries
+            .iter()
+            .filter(|e| now.duration_since(e.saved) <= self.limits.max_age)
+            .cloned()
+            .collect()
     }
 
-    /// Drops the entries past the age bound, and the groups left without any.
-    pub(crate) fn prune(&self) {
+    /// Drops the entries past the age bound, and the groups left without any unless `keep`
+    /// says otherwise (a recoverable group with members keeps its epoch).
+    pub(crate) fn prune(&self, keep: impl Fn(&str) -> bool) {
         let now = Instant::now();
         let max_age = self.limits.max_age;
         let mut groups = self.lock();
-        groups.retain(|_, history| {
+        groups.retain(|name, history| {
+            let mut history = lock_history(history);
             while history
                 .entries
                 .front()
@@ -127,7 +199,7 @@ impl Histories {
                     history.bytes -= old.payload.len();
                 }
             }
-            !history.entries.is_empty()
+            !history.entries.is_empty() || keep(name)
         });
     }
 
@@ -142,10 +214,20 @@ impl Histories {
         self.lock().len()
     }
 
-    /// Forgets the history of `group`; returns how many entries it had.
+    /// Forgets the history of `group`; returns how many entries it had. Its next history is a
+    /// new epoch.
     pub(crate) fn flush(&self, group: &str) -> usize {
-        self.lock().remove(group).map_or(0, |h| h.entries.len())
+        self.lock()
+            .remove(group)
+            .map_or(0, |h| lock_history(&h).entries.len())
     }
+}
+
+/// Locks one group's history, ignoring poisoning (every critical section leaves it whole).
+pub(crate) fn lock_history(history: &std::sync::Mutex<GroupHistory>) -> HistoryGuard<'_> {
+    history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -184,10 +266,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1500)).await;
         let kept: Vec<String> = h.get("g").iter().map(|e| e.text().to_owned()).collect();
         assert_eq!(kept, ["new"], "older than 2 s: not served");
-        h.prune();
+        h.prune(|_| false);
         assert!(!h.is_empty());
         tokio::time::advance(Duration::from_secs(1)).await;
-        h.prune();
+        h.prune(|_| false);
         assert!(h.is_empty(), "a group without entries is forgotten");
     }
 }

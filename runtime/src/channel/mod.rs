@@ -11,6 +11,7 @@ mod channel_box;
 mod expiry;
 pub(crate) mod groups;
 mod history;
+mod recovery;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub use channel_box::{ChannelBox, GroupSend};
 pub(crate) use expiry::sweep;
 pub use history::HistoryEntry;
 pub(crate) use history::HistoryLimits;
+pub(crate) use recovery::Patterns;
+pub use recovery::{Joined, NotRecoverable, Position, Recovery};
 
 pub use crate::conn::PayloadType;
 use crate::conn::{Closing, Conn, ConnectionId, Frame, WsError, close_code};
@@ -210,8 +213,10 @@ pub struct SendReport {
     pub dropped: usize,
     /// Of those, the slow consumers this send closed.
     pub slow_consumers_closed: usize,
-    /// The id of the history entry, when saved.
+    /// The id of the history entry, when saved (for a recoverable group, its offset).
     pub history_id: Option<u64>,
+    /// For a recoverable group: the message's position in the group's stream.
+    pub position: Option<Position>,
     /// With a cluster broker: whether it took the message for the other servers (`None`
     /// without one). `Some(false)`: it could not (Redis unreachable, or too far behind), see
     /// `publish_error`. The Redis broker publishes in the background, in order, so a failure

@@ -1,0 +1,360 @@
+//! Recoverable groups: positions on every message, and a client that comes back with its last
+//! position gets exactly what it missed, then the live messages, while others keep sending.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use switchboard::channel::{Position, Recovery};
+use switchboard::prelude::*;
+use switchboard::testing::{Received, TestClient, TestServer};
+
+/// Joins `room` from the `since` query parameter, reports the join, then reads until closed.
+#[ws_route("/rec/{room}")]
+async fn rec(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
+    let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
+    ws.accept().await?;
+    let joined = channels
+        .add_channel_to_group_from(&ws.channel(), &room, since.as_ref())
+        .await
+        .map_err(|e| WsError::close(4404, e.to_string()))?;
+    let recovery = match &joined.recovery {
+        Recovery::Fresh => json!("fresh"),
+        Recovery::Recovered(n) => json!({ "recovered": n }),
+        Recovery::NotRecoverable(why) => json!({ "not_recoverable": format!("{why:?}") }),
+        other => json!(format!("{other:?}")),
+    };
+    ws.send_json(&json!({ "joined": joined.position.to_string(), "recovery": recovery }))
+        .await?;
+    while ws.receive().await?.is_some() {}
+    Ok(())
+}
+
+/// A plain group, for comparison.
+#[ws_route("/plain/{room}")]
+async fn plain(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
+    ws.accept().await?;
+    channels.add_channel_to_group(&ws.channel(), &room).await?;
+    ws.send_text("joined").await?;
+    while ws.receive().await?.is_some() {}
+    Ok(())
+}
+
+fn app(entries: usize) -> App {
+    App::builder()
+        .only_module(module_path!())
+        .recoverable_groups("room*")
+        .history_limits(entries, 64 * 1024 * 1024)
+        .build()
+        .unwrap()
+}
+
+/// One message of a recoverable group, or the handler's join report.
+enum Got {
+    Message {
+        epoch: String,
+        offset: u64,
+        data: Value,
+    },
+    Joined {
+        position: String,
+        recovery: Value,
+    },
+}
+
+async fn next(client: &mut TestClient) -> Got {
+    let value: Value = client.recv_json().await;
+    if let Some(position) = value.get("joined") {
+        return Got::Joined {
+            position: position.as_str().unwrap().to_owned(),
+            recovery: value["recovery"].clone(),
+        };
+    }
+    Got::Message {
+        epoch: value["epoch"].as_str().expect("an envelope").to_owned(),
+        offset: value["offset"].as_u64().unwrap(),
+        data: value["data"].clone(),
+    }
+}
+
+/// Reads until the join report; returns it with the messages before it (the recovered ones).
+async fn until_joined(client: &mut TestClient) -> (String, Value, Vec<(String, u64, Value)>) {
+    let mut before = Vec::new();
+    loop {
+        match next(client).await {
+            Got::Joined { position, recovery } => return (position, recovery, before),
+            Got::Message {
+                epoch,
+                offset,
+                data,
+            } => before.push((epoch, offset, data)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn members_get_envelopes_with_consecutive_offsets_and_plain_groups_stay_bare() {
+    let app = app(100);
+    let server = TestServer::start(app.clone()).await;
+    let mut member = server.connect("/rec/room-a").await;
+    let (position, recovery, _) = until_joined(&mut member).await;
+    assert_eq!(recovery, "fresh");
+    let epoch = position.split(':').next().unwrap().to_owned();
+    assert_eq!(position, format!("{epoch}:0"), "a new stream starts at 0");
+    let mut bare = server.connect("/plain/other").await;
+    assert_eq!(bare.recv_text().await, "joined");
+    for n in 0..3 {
+        let report = app
+            .channels()
+            .group_send("room-a", &json!({ "n": n }))
+            .await
+            .unwrap();
+        assert_eq!(report.position.as_ref().unwrap().offset, n + 1);
+        let report = app
+            .channels()
+            .group_send("other", &json!({ "n": n }))
+            .await
+            .unwrap();
+        assert_eq!(report.position, None);
+    }
+    for n in 0..3u64 {
+        match next(&mut member).await {
+            Got::Message {
+                epoch: e,
+                offset,
+                data,
+            } => {
+                assert_eq!(
+                    (e.as_str(), offset, data),
+                    (epoch.as_str(), n + 1, json!({ "n": n }))
+                );
+            }
+            Got::Joined { .. } => panic!("one join report"),
+        }
+        let value: Value = bare.recv_json().await;
+        assert_eq!(
+            value,
+            json!({ "n": n }),
+            "other groups get the bare payload"
+        );
+    }
+    // The history holds the payloads, with their offsets as ids.
+    let history = app.channels().history("room-a");
+    let ids: Vec<u64> = history.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(history[0].json(), json!({ "n": 0 }));
+    drop((member, bare));
+    server.shutdown().await;
+}
+
+/// The hard case, many times over: ten senders keep sending while a client leaves and comes
+/// back with its position; across all its connections it reads every offset once, in order,
+/// and each sender's messages in that sender's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_comes_back_gets_exactly_what_it_missed_while_others_send() {
+    const SENDERS: u64 = 10;
+    const RECONNECTS: usize = 25;
+    let app = app(1_000_000);
+    let server = TestServer::start(app.clone()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (app, stop) = (app.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                app.channels()
+                    .group_send("room-busy", &json!({ "from": sender, "seq": seq }))
+                    .await
+                    .unwrap();
+                seq += 1;
+                if seq.is_multiple_of(8) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            seq
+        }));
+    }
+
+    let mut seen: Vec<(u64, Value)> = Vec::new();
+    let mut client = server.connect("/rec/room-busy").await;
+    let (position, recovery, live) = until_joined(&mut client).await;
+    assert_eq!(recovery, "fresh");
+    let epoch = position.split(':').next().unwrap().to_owned();
+    let mut last = position.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+    // Live messages sent since the join may come before the handler's report.
+    for (e, offset, data) in live {
+        assert_eq!((e.as_str(), offset), (epoch.as_str(), last + 1));
+        last = offset;
+        seen.push((offset, data));
+    }
+    for round in 0..RECONNECTS {
+        // Read a few live messages, then vanish without a close (as a dropped network does).
+        for _ in 0..(5 + round % 7) {
+            match next(&mut client).await {
+                Got::Message {
+                    epoch: e,
+                    offset,
+                    data,
+                } => {
+                    assert_eq!(e, epoch);
+                    assert_eq!(offset, last + 1, "round {round}: no gap, no duplicate");
+                    last = offset;
+                    seen.push((offset, data));
+                }
+                Got::Joined { .. } => panic!("one join report per connection"),
+            }
+        }
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(5 + (round % 4) as u64 * 5)).await;
+        client = server
+            .connect(&format!("/rec/room-busy?since={epoch}:{last}"))
+            .await;
+        // Before the handler's report come the recovered messages (up to the position it
+        // reports) and any live ones sent since the join: one run of offsets either way.
+        let (position, recovery, before) = until_joined(&mut client).await;
+        let at_join = position.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+        assert_eq!(
+            recovery,
+            json!({ "recovered": at_join - last }),
+            "round {round}"
+        );
+        for (e, offset, data) in before {
+            assert_eq!(e, epoch);
+            assert_eq!(offset, last + 1, "round {round}: no gap, no duplicate");
+            last = offset;
+            seen.push((offset, data));
+        }
+        assert!(
+            last >= at_join,
+            "round {round}: every missed message came first"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.push(sender.await.unwrap());
+    }
+    // Everything up to the end of the stream arrives live after the last reconnect.
+    let end = app.channels().history("room-busy").last().unwrap().id;
+    while last < end {
+        match next(&mut client).await {
+            Got::Message { offset, data, .. } => {
+                assert_eq!(offset, last + 1);
+                last = offset;
+                seen.push((offset, data));
+            }
+            Got::Joined { .. } => panic!("one join report per connection"),
+        }
+    }
+    // Every sender's messages from the first join on: in its order, none twice, none missing
+    // (the client joined after the senders started: each sender's run starts where it was).
+    let mut next_seq: Vec<Option<u64>> = vec![None; SENDERS as usize];
+    for (_, data) in &seen {
+        let from = data["from"].as_u64().unwrap() as usize;
+        let seq = data["seq"].as_u64().unwrap();
+        if let Some(expected) = next_seq[from] {
+            assert_eq!(
+                seq, expected,
+                "sender {from}: in order, none lost or repeated"
+            );
+        }
+        next_seq[from] = Some(seq + 1);
+    }
+    let next_seq: Vec<u64> = next_seq.into_iter().map(Option::unwrap).collect();
+    assert_eq!(
+        next_seq, sent,
+        "the client saw every sender's messages to the end"
+    );
+    assert!(seen.len() > 1000, "a busy group: {} messages", seen.len());
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_position_that_cannot_be_served_says_why() {
+    let app = app(5);
+    let server = TestServer::start(app.clone()).await;
+    let send = |n: u64| {
+        let app = app.clone();
+        async move {
+            app.channels()
+                .group_send("room-c", &json!({ "n": n }))
+                .await
+                .unwrap()
+        }
+    };
+    let first = send(0).await.position.unwrap();
+    for n in 1..10 {
+        send(n).await;
+    }
+    let epoch = first.epoch.clone();
+    let expect = |since: String, reason: &'static str| {
+        let server = &server;
+        async move {
+            let mut client = server.connect(&format!("/rec/room-c?since={since}")).await;
+            let (_, recovery, replayed) = until_joined(&mut client).await;
+            assert_eq!(recovery, json!({ "not_recoverable": reason }), "{since}");
+            assert!(replayed.is_empty());
+        }
+    };
+    // Only the last 5 are kept: from offset 1, messages 2..5 are gone.
+    expect(format!("{epoch}:1"), "TooFarBehind").await;
+    expect(format!("{epoch}:99"), "Ahead").await;
+    expect("other:1".to_owned(), "EpochChanged").await;
+    // From offset 5, messages 6..10 are all there.
+    let mut client = server
+        .connect(&format!("/rec/room-c?since={epoch}:5"))
+        .await;
+    let (position, recovery, replayed) = until_joined(&mut client).await;
+    assert_eq!(recovery, json!({ "recovered": 5 }));
+    assert_eq!(position, format!("{epoch}:10"));
+    let offsets: Vec<u64> = replayed.iter().map(|(_, o, _)| *o).collect();
+    assert_eq!(offsets, [6, 7, 8, 9, 10]);
+    drop(client);
+
+    // A lost history is a new epoch: the old positions cannot be served.
+    assert_eq!(app.channels().flush_history("room-c"), 5);
+    let after = send(10).await.position.unwrap();
+    assert_ne!(after.epoch, epoch);
+    assert_eq!(after.offset, 1);
+    expect(format!("{epoch}:10"), "EpochChanged").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_positions_and_groups_are_refused_with_a_reason() {
+    let app = app(10);
+    let server = TestServer::start(app.clone()).await;
+    // Refused before the handshake is accepted: 403 with the reason.
+    let refused = server
+        .client("/rec/room-d?since=nonsense")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.body.contains("expected EPOCH:OFFSET"),
+        "{}",
+        refused.body
+    );
+    // A group that is not recoverable.
+    let mut client = server.connect("/rec/lobby").await;
+    match client.recv().await {
+        Received::Close(code, reason) => {
+            assert_eq!(code, 4404);
+            assert!(reason.contains("not a recoverable group"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = App::builder()
+        .only_module(module_path!())
+        .recoverable_groups("a*b*")
+        .build()
+        .unwrap_err();
+    assert!(
+        bad.to_string().contains("recoverable group pattern"),
+        "{bad}"
+    );
+    server.shutdown().await;
+}
