@@ -9,7 +9,8 @@
 //! | `errors` | handler failures handled by one central error listener |
 //!
 //! Every example runs through [`run`]: it logs through `tracing` (`RUST_LOG`, default `info`),
-//! serves `/healthz` and `/readyz` for load balancers, `/metrics` for Prometheus and, with
+//! serves the browser client at `/client/switchboard.js`, `/healthz` and `/readyz` for load
+//! balancers, `/metrics` for Prometheus and, with
 //! `SWITCHBOARD_ADMIN_TOKEN` set, the admin page at `/admin?token=..`, listens on `SWITCHBOARD_ADDR` (default
 //! `127.0.0.1:8000`), joins a cluster when
 //! `SWITCHBOARD_REDIS_URL` is set, prints `listening on http://ADDR` once it accepts
@@ -45,7 +46,8 @@ async fn serve(configure: impl FnOnce(Builder) -> Builder) -> Result<(), String>
         .broker_from_env()
         .health_route("/healthz")
         .ready_route("/readyz")
-        .metrics_route("/metrics");
+        .metrics_route("/metrics")
+        .route("/client/switchboard.js", get(client_js));
     if let Some(token) = std::env::var("SWITCHBOARD_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -109,6 +111,17 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// `GET /client/switchboard.js`: the browser client (`client/` in the repository).
+async fn client_js() -> impl switchboard::axum::response::IntoResponse {
+    (
+        [(
+            switchboard::axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../client/switchboard.js"),
+    )
 }
 
 /// `GET /` of an example without a page: a line saying what to connect to.

@@ -92,7 +92,7 @@ fn binary(name: &str) -> PathBuf {
             )
         });
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["examples", "runtime/src", "macros/src"]
+    let newest = ["examples", "runtime/src", "macros/src", "client"]
         .iter()
         .map(|dir| newest_file(&root.join(dir)))
         .max()
@@ -527,6 +527,9 @@ async fn every_example_says_what_to_connect_to_at_its_root() {
         assert_eq!(root.status, 200, "{name}");
         assert_eq!(example.get("/healthz").await.status, 200, "{name}");
         assert_eq!(example.get("/readyz").await.status, 200, "{name}");
+        let client = example.get("/client/switchboard.js").await;
+        assert_eq!(client.status, 200, "{name}");
+        assert!(client.body.contains("export class Switchboard"), "{name}");
         let metrics = example.get("/metrics").await;
         assert_eq!(metrics.status, 200, "{name}");
         assert!(

@@ -67,8 +67,8 @@ impl ChannelBox {
     /// [`Builder::recoverable_groups`](crate::Builder::recoverable_groups)) and, given the last
     /// position the client got, queues the messages it missed before any newer one: none
     /// missed, none twice, even while others keep sending to the group. The answer says what
-    /// happened: [`Recovery::Recovered`] with how many, or
-    /// [`Recovery::NotRecoverable`] with why (the client must then re-sync), and the group's
+    /// happened: [`Recovered`](super::Recovery::Recovered) with how many, or
+    /// [`NotRecoverable`](super::Recovery::NotRecoverable) with why (the client must then re-sync), and the group's
     /// position at the join.
     ///
     /// Members of a recoverable group get each message in an envelope,
