@@ -2,17 +2,14 @@
 //! page itself in headless Chromium (driven through ChromeDriver): it loads, shows the
 //! connections a test opened, follows them as they close, and is saved as a screenshot.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::Value;
 use switchboard::broker::Redis;
 use switchboard::prelude::*;
-use switchboard::testing::{Remote, TestServer, in_ci};
-use switchboard_tests::eventually;
+use switchboard::testing::TestServer;
+use switchboard_tests::Browser;
 
 const TOKEN: &str = "admin-t0ken";
 
@@ -132,145 +129,6 @@ async fn the_socket_pushes_the_state_without_secrets() {
     server.shutdown().await;
 }
 
-/// ChromeDriver on a free port, and the Chromium it drives; both killed when dropped.
-struct Browser {
-    driver: std::process::Child,
-    remote: Remote,
-    session: String,
-    profile: PathBuf,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // ChromeDriver and Chromium are one process group of their own.
-        let group = format!("-{}", self.driver.id());
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status();
-        let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
-
-const INSTALL: &str =
-    "install them (Debian or Ubuntu: `sudo apt-get install chromium chromium-driver`)";
-
-fn installed(binary: &str) -> bool {
-    std::process::Command::new(binary)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Browser {
-    /// `None` when Chromium or ChromeDriver is missing (outside CI: the test is skipped).
-    async fn start() -> Option<Browser> {
-        if !(installed("chromium") && installed("chromedriver")) {
-            if in_ci() {
-                panic!("CI is set and this test needs chromium and chromedriver: {INSTALL}");
-            }
-            eprintln!(
-                "skipped the admin page test in Chromium: chromium or chromedriver is not on the PATH; {INSTALL} to run it"
-            );
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        use std::os::unix::process::CommandExt as _;
-        let driver = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver");
-        let profile = std::env::temp_dir().join(format!("switchboard-chromium-{port}"));
-        let mut browser = Browser {
-            driver,
-            remote: Remote::new(SocketAddr::from(([127, 0, 0, 1], port))),
-            session: String::new(),
-            profile,
-        };
-        eventually("chromedriver answers", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-        let args = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1200,900",
-        ]
-        .map(str::to_owned)
-        .into_iter()
-        .chain([format!("--user-data-dir={}", browser.profile.display())])
-        .collect::<Vec<_>>();
-        let created = browser
-            .remote
-            .post_json(
-                "/session",
-                &json!({"capabilities": {"alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {"binary": chromium(), "args": args}
-                }}}),
-            )
-            .await;
-        assert_eq!(created.status, 200, "a browser session: {}", created.body);
-        let created: Value = created.json();
-        browser.session = created["value"]["sessionId"].as_str().unwrap().to_owned();
-        Some(browser)
-    }
-
-    async fn command(&self, path: &str, body: Value) -> Value {
-        let path = format!("/session/{}/{path}", self.session);
-        let response = self.remote.post_json(&path, &body).await;
-        assert_eq!(response.status, 200, "{path}: {}", response.body);
-        response.json::<Value>()["value"].take()
-    }
-
-    async fn text_of(&self, id: &str) -> String {
-        let script =
-            format!("const e = document.getElementById('{id}'); return e ? e.textContent : null;");
-        let value = self
-            .command("execute/sync", json!({"script": script, "args": []}))
-            .await;
-        value.as_str().unwrap_or_default().to_owned()
-    }
-
-    /// Waits (bounded) until the element `id` reads `expected`.
-    async fn until_text(&self, id: &str, expected: &str) {
-        let mut last = String::new();
-        for _ in 0..150 {
-            last = self.text_of(id).await;
-            if last == expected {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("#{id} reads {last:?}, not {expected:?}, after 15 s");
-    }
-}
-
-/// The Chromium binary (Debian's is `/usr/bin/chromium`).
-fn chromium() -> String {
-    let which = std::process::Command::new("sh")
-        .args(["-c", "command -v chromium"])
-        .output()
-        .expect("sh");
-    String::from_utf8_lossy(&which.stdout).trim().to_owned()
-}
-
 #[tokio::test]
 async fn the_page_in_chromium_follows_connections_as_they_open_and_close() {
     let Some(browser) = Browser::start().await else {
@@ -302,18 +160,8 @@ async fn the_page_in_chromium_follows_connections_as_they_open_and_close() {
     assert!(top.starts_with("lobby2"), "largest first: {top}");
 
     // The screenshot, kept with the test's build output.
-    let png = browser
-        .remote
-        .get(&format!("/session/{}/screenshot", browser.session))
-        .await;
-    assert_eq!(png.status, 200);
-    let png: Value = png.json();
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(png["value"].as_str().unwrap())
-        .unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::write(dir.join("admin-page.png"), &png).unwrap();
+    browser.screenshot(&dir.join("admin-page.png")).await;
 
     for mut client in clients {
         client.close(1000, "bye").await;

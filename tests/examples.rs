@@ -284,7 +284,10 @@ async fn chat_serves_its_page_and_shuts_down_gracefully_with_1001() {
     let chat = Example::start("chat").await;
     let page = chat.get("/").await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("new WebSocket"), "a page that chats");
+    assert!(
+        page.body.contains("/client/switchboard.js"),
+        "a page that chats through the client"
+    );
     let mut a = chat.connect("/chat/x").await;
     let mut b = chat.connect("/chat/y").await;
     stats_become(
@@ -544,4 +547,120 @@ async fn every_example_says_what_to_connect_to_at_its_root() {
         let status = example.terminate().await;
         assert!(status.success(), "{name}: {status}");
     }
+}
+
+/// Runs a script in the page; its return value.
+async fn run_script(browser: &switchboard_tests::Browser, script: &str) -> Value {
+    browser
+        .command("execute/sync", json!({ "script": script, "args": [] }))
+        .await
+}
+
+#[tokio::test]
+async fn the_chat_page_reconnects_by_itself_after_a_server_restart() {
+    let Some(browser) = switchboard_tests::Browser::start().await else {
+        return;
+    };
+    // A fixed port: the restarted server is at the same address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let chat = Example::start_with("chat", &[("SWITCHBOARD_ADDR", &addr)]).await;
+    browser
+        .command("url", json!({ "url": format!("http://{addr}/") }))
+        .await;
+    run_script(
+        &browser,
+        "document.querySelector('#join button').click(); return true;",
+    )
+    .await;
+    browser.until_text("status", "connected").await;
+
+    let mut bob = chat.connect("/chat/lobby").await;
+    bob.send_json(&json!({"name": "bob", "text": "hello"}))
+        .await;
+    browser.until_contains("log", "bob: hello").await;
+    // The page's own message comes back marked as its own.
+    run_script(
+        &browser,
+        "document.querySelector('#say input').value = 'hi from the page';
+         document.querySelector('#say button').click(); return true;",
+    )
+    .await;
+    browser
+        .until_contains("log", "guest: hi from the page")
+        .await;
+    let own = run_script(
+        &browser,
+        "return document.querySelector('#log p.own')?.textContent;",
+    )
+    .await;
+    assert!(
+        own.as_str().unwrap().ends_with("guest: hi from the page"),
+        "{own}"
+    );
+    // Messages of another shape are shown as text, never as `undefined` or markup.
+    bob.send_json(&Value::Null).await;
+    bob.send_json(&json!({"name": 5, "text": {"b": "<b>x</b>"}}))
+        .await;
+    let log = browser.until_contains("log", "<b>x</b>").await;
+    assert!(log.contains("(a message of another shape)"), "{log}");
+    assert!(
+        !log.contains("undefined") && !log.contains("[object Object]"),
+        "{log}"
+    );
+    let bold = run_script(
+        &browser,
+        "return document.querySelectorAll('#log b').length;",
+    )
+    .await;
+    assert_eq!(bold, 0, "no markup from the network");
+
+    // The server restarts: the page says so, reconnects by itself, and chats again.
+    drop(bob);
+    let status = chat.terminate().await;
+    assert!(status.success());
+    browser.until_contains("status", "reconnecting").await;
+    let chat = Example::start_with("chat", &[("SWITCHBOARD_ADDR", &addr)]).await;
+    browser.until_text("status", "connected").await;
+    let mut bob = chat.connect("/chat/lobby").await;
+    bob.send_json(&json!({"name": "bob", "text": "back again"}))
+        .await;
+    browser.until_contains("log", "bob: back again").await;
+    let sendable = run_script(
+        &browser,
+        "return !document.querySelector('#say button').disabled;",
+    )
+    .await;
+    assert_eq!(sendable, true, "Send works after the reconnect");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    browser
+        .screenshot(&dir.join("chat-page-after-restart.png"))
+        .await;
+
+    // Switching rooms: the old room's late close never greys out the new room's Send.
+    for room in ["kitchen", "garden", "lobby", "attic"] {
+        run_script(
+            &browser,
+            &format!(
+                "document.querySelector('#join input[name=room]').value = '{room}';
+                 document.querySelector('#join button').click(); return true;"
+            ),
+        )
+        .await;
+        browser.until_text("status", "connected").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sendable = run_script(
+            &browser,
+            "return !document.querySelector('#say button').disabled;",
+        )
+        .await;
+        assert_eq!(sendable, true, "{room}: Send stays enabled");
+    }
+    drop(bob);
+    let status = chat.terminate().await;
+    assert!(status.success());
 }

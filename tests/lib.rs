@@ -6,7 +6,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use switchboard::testing::{Remote, in_ci};
 use tokio::sync::mpsc;
 
 /// How long a helper waits before it fails the test.
@@ -145,4 +150,178 @@ impl std::io::Write for CapturedLogs {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// ChromeDriver on a free port, and the headless Chromium it drives (through WebDriver's HTTP
+/// API); both killed when dropped.
+#[derive(Debug)]
+pub struct Browser {
+    driver: std::process::Child,
+    remote: Remote,
+    session: String,
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // ChromeDriver and Chromium are one process group of their own.
+        let group = format!("-{}", self.driver.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+const CHROMIUM_INSTALL: &str =
+    "install them (Debian or Ubuntu: `sudo apt-get install chromium chromium-driver`)";
+
+fn installed(binary: &str) -> bool {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Browser {
+    /// `None` when Chromium or ChromeDriver is missing (outside CI: the test is skipped).
+    pub async fn start() -> Option<Browser> {
+        if !(installed("chromium") && installed("chromedriver")) {
+            if in_ci() {
+                panic!(
+                    "CI is set and this test needs chromium and chromedriver: {CHROMIUM_INSTALL}"
+                );
+            }
+            eprintln!(
+                "skipped the admin page test in Chromium: chromium or chromedriver is not on the PATH; {CHROMIUM_INSTALL} to run it"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        use std::os::unix::process::CommandExt as _;
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start chromedriver");
+        let profile = std::env::temp_dir().join(format!("switchboard-chromium-{port}"));
+        let mut browser = Browser {
+            driver,
+            remote: Remote::new(SocketAddr::from(([127, 0, 0, 1], port))),
+            session: String::new(),
+            profile,
+        };
+        eventually("chromedriver answers", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1200,900",
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", browser.profile.display())])
+        .collect::<Vec<_>>();
+        let created = browser
+            .remote
+            .post_json(
+                "/session",
+                &json!({"capabilities": {"alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {"binary": chromium(), "args": args}
+                }}}),
+            )
+            .await;
+        assert_eq!(created.status, 200, "a browser session: {}", created.body);
+        let created: Value = created.json();
+        browser.session = created["value"]["sessionId"].as_str().unwrap().to_owned();
+        Some(browser)
+    }
+
+    /// Runs a WebDriver command of the session (`url`, `execute/sync`, ..): its `value`.
+    pub async fn command(&self, path: &str, body: Value) -> Value {
+        let path = format!("/session/{}/{path}", self.session);
+        let response = self.remote.post_json(&path, &body).await;
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        response.json::<Value>()["value"].take()
+    }
+
+    /// The text of the element with this id (empty when there is none).
+    pub async fn text_of(&self, id: &str) -> String {
+        let script =
+            format!("const e = document.getElementById('{id}'); return e ? e.textContent : null;");
+        let value = self
+            .command("execute/sync", json!({"script": script, "args": []}))
+            .await;
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits (bounded) until the element `id` reads `expected`.
+    pub async fn until_text(&self, id: &str, expected: &str) {
+        let mut last = String::new();
+        for _ in 0..150 {
+            last = self.text_of(id).await;
+            if last == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("#{id} reads {last:?}, not {expected:?}, after 15 s");
+    }
+
+    /// Waits (bounded) until the element `id`'s text holds `part`.
+    pub async fn until_contains(&self, id: &str, part: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..150 {
+            last = self.text_of(id).await;
+            if last.contains(part) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("#{id} reads {last:?}, without {part:?}, after 15 s");
+    }
+
+    /// Saves a screenshot of the page as a PNG file.
+    pub async fn screenshot(&self, file: &std::path::Path) {
+        use base64::Engine as _;
+        let png = self
+            .remote
+            .get(&format!("/session/{}/screenshot", self.session))
+            .await;
+        assert_eq!(png.status, 200, "a screenshot: {}", png.body);
+        let png: Value = png.json();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png["value"].as_str().expect("base64"))
+            .expect("base64");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(file, &png).expect("write the screenshot");
+    }
+}
+
+/// The Chromium binary (Debian's is `/usr/bin/chromium`).
+fn chromium() -> String {
+    let which = std::process::Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&which.stdout).trim().to_owned()
 }
