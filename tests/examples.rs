@@ -91,35 +91,23 @@ fn binary(name: &str) -> PathBuf {
                 binary.display()
             )
         });
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["examples", "runtime/src", "macros/src", "client"]
-        .iter()
-        .map(|dir| newest_file(&root.join(dir)))
+    // The sources this binary was built from, as cargo's dep-info file beside it lists them
+    // (a change to another example's files does not make this one stale).
+    let deps = std::fs::read_to_string(binary.with_extension("d")).unwrap_or_default();
+    let newest = deps
+        .split_once(": ")
+        .map(|(_, sources)| sources)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|source| std::fs::metadata(source).and_then(|m| m.modified()).ok())
         .max()
-        .expect("sources");
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     assert!(
         built >= newest,
         "{} is older than its sources: rebuild with `cargo build -p switchboard-examples --examples` (`cargo test --workspace` does)",
         binary.display()
     );
     binary
-}
-
-fn newest_file(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).expect("a source folder").flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(newest)
-        };
-        newest = newest.max(time);
-    }
-    newest
 }
 
 async fn stats(example: &Example) -> Value {
