@@ -358,3 +358,51 @@ async fn bad_positions_and_groups_are_refused_with_a_reason() {
     );
     server.shutdown().await;
 }
+
+/// Histories of recoverable groups do not outlive their use: a group whose members are gone
+/// forgets its history once the entries age out; a group with members keeps its epoch even
+/// when no message is in the history.
+#[tokio::test]
+async fn recoverable_histories_are_kept_while_used_and_forgotten_after() {
+    let app = App::builder()
+        .only_module(module_path!())
+        .recoverable_groups("room*")
+        .history_max_age(Duration::from_millis(150))
+        .expiry_sweep_interval(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+
+    // A member that hears nothing for longer than the age bound keeps its epoch.
+    let mut quiet = server.connect("/rec/room-quiet").await;
+    let (position, _, _) = until_joined(&mut quiet).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = app
+        .channels()
+        .group_send("room-quiet", &json!("later"))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.position.unwrap().to_string(),
+        position.replace(":0", ":1")
+    );
+
+    // Churn: 200 connections, each in a group of its own, one message each.
+    for n in 0..200 {
+        let mut client = server.connect(&format!("/rec/room-{n}")).await;
+        let _ = until_joined(&mut client).await;
+        app.channels()
+            .group_send(format!("room-{n}"), &json!(n))
+            .await
+            .unwrap();
+        client.close(1000, "bye").await;
+        let _ = client.skip_to_close().await;
+    }
+    drop(quiet);
+    switchboard_tests::eventually("every history is forgotten", || {
+        let internals = app.internals();
+        internals.histories == 0 && internals.groups == 0
+    })
+    .await;
+    server.shutdown().await;
+}
