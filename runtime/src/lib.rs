@@ -13,12 +13,12 @@ extern crate self as switchboard;
 //             the live connections
 //   broker    where groups live (`Local`, `Redis`); delivers into the app through a trait
 //   event     the event bus
-//   channel   channel groups, on the connection core and the broker
+//   channel   channel groups, on the connection core and the broker; recoverable groups
 //   ws        WebSocket routes, on the connection core, channels and events
 //   registry  what the macros register, and the conflict checks
 //   extract   parameters that come from the app (`State<T>`, extractor impls)
 //   app       `App` and `Builder`: registrations -> router, bus, groups; serving
-//   ops       for operators: health and readiness routes
+//   ops       for operators: health and readiness routes, metrics, the admin page
 //   testing   (feature `testing`) real clients for tests; bench (hidden) discarding sockets
 mod app;
 #[cfg(feature = "__bench")]
