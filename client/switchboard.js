@@ -190,6 +190,9 @@ export class Switchboard {
       return;
     }
     if (isEnvelope(value)) {
+      const known = this.position;
+      // A server that lags the one this client left may hand back what it already has.
+      if (known && known.epoch === value.epoch && value.offset <= known.offset) return;
       this.position = { epoch: value.epoch, offset: value.offset };
       this.emit("message", value.data, this.position);
       return;

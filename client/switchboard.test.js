@@ -152,6 +152,9 @@ test("it resumes from the last position it got, and never goes back", () => {
   socket().message({ position: "e2:3", recovery: "not_recoverable", reason: "EpochChanged" });
   assert.deepEqual(resyncs, ["EpochChanged"]);
   assert.deepEqual(sb.position, { epoch: "e2", offset: 3 });
+  // A message it already has (a lagging server) is not handed on twice.
+  socket().message({ epoch: "e2", offset: 3, data: "again" });
+  assert.equal(messages.length, 2);
   // Anything else is a plain message, parsed when it is JSON.
   socket().message({ room: "lobby" });
   socket().message("not json");

@@ -406,3 +406,152 @@ async fn recoverable_histories_are_kept_while_used_and_forgotten_after() {
     .await;
     server.shutdown().await;
 }
+
+mod cluster {
+    use super::*;
+    use switchboard::broker::Redis;
+    use switchboard::testing::RedisServer;
+
+    fn node(redis: &RedisServer) -> App {
+        let broker = Redis::new(&redis.url())
+            .unwrap()
+            .prefix("recovery")
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        App::builder()
+            .only_module("recovery")
+            .recoverable_groups("room*")
+            .history_limits(1_000_000, 64 * 1024 * 1024)
+            .broker(broker)
+            .build()
+            .unwrap()
+    }
+
+    /// Two servers share one Redis; ten senders on both keep sending while a client hops
+    /// from one server to the other with its position: every offset once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_recovers_on_the_other_server_of_the_cluster() {
+        let Some(redis) = RedisServer::start().await else {
+            return;
+        };
+        let (a, b) = (node(&redis), node(&redis));
+        let servers = [
+            TestServer::start(a.clone()).await,
+            TestServer::start(b.clone()).await,
+        ];
+        let mut client = servers[0].connect("/rec/room-x").await;
+        let (position, recovery, live) = until_joined(&mut client).await;
+        assert_eq!(recovery, "fresh");
+        let epoch = position.split(':').next().unwrap().to_owned();
+        let mut last = position.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+        assert!(live.is_empty());
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::new();
+        for sender in 0..10u64 {
+            let (app, stop) = (
+                if sender % 2 == 0 {
+                    a.clone()
+                } else {
+                    b.clone()
+                },
+                stop.clone(),
+            );
+            senders.push(tokio::spawn(async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let report = app
+                        .channels()
+                        .group_send("room-x", &json!({ "from": sender, "seq": seq }))
+                        .await
+                        .unwrap();
+                    assert_eq!(report.published, Some(true), "{report:?}");
+                    seq += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }));
+        }
+        let mut offsets = 0;
+        for round in 0..12 {
+            for _ in 0..5 {
+                match next(&mut client).await {
+                    Got::Message {
+                        epoch: e, offset, ..
+                    } => {
+                        assert_eq!(
+                            (e.as_str(), offset),
+                            (epoch.as_str(), last + 1),
+                            "round {round}"
+                        );
+                        last = offset;
+                        offsets += 1;
+                    }
+                    Got::Joined { .. } => panic!("one join report per connection"),
+                }
+            }
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The other server this time.
+            client = servers[(round + 1) % 2]
+                .connect(&format!("/rec/room-x?since={epoch}:{last}"))
+                .await;
+            let (position, recovery, before) = until_joined(&mut client).await;
+            let at_join = position.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+            assert!(
+                recovery.get("recovered").is_some(),
+                "round {round}: {recovery} at {position}, from {last}"
+            );
+            for (e, offset, _) in before {
+                assert_eq!(
+                    (e.as_str(), offset),
+                    (epoch.as_str(), last + 1),
+                    "round {round}"
+                );
+                last = offset;
+                offsets += 1;
+            }
+            assert!(
+                last >= at_join,
+                "round {round}: the recovered messages came first"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        assert!(offsets > 60, "{offsets} messages seen");
+        drop(client);
+        for server in servers {
+            server.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_stream_is_a_new_epoch() {
+        let Some(mut redis) = RedisServer::start().await else {
+            return;
+        };
+        let a = node(&redis);
+        let server = TestServer::start(a.clone()).await;
+        let mut client = server.connect("/rec/room-y").await;
+        let (position, _, _) = until_joined(&mut client).await;
+        a.channels().group_send("room-y", &json!(1)).await.unwrap();
+        let Got::Message { offset, .. } = next(&mut client).await else {
+            panic!("a message");
+        };
+        assert_eq!(offset, 1);
+        drop(client);
+        // Redis restarts empty: the stream and its epoch are gone.
+        redis.kill();
+        redis.resume().await;
+        switchboard_tests::eventually("reconnected", || a.readiness().is_ok()).await;
+        let epoch = position.split(':').next().unwrap();
+        let mut client = server
+            .connect(&format!("/rec/room-y?since={epoch}:1"))
+            .await;
+        let (_, recovery, _) = until_joined(&mut client).await;
+        assert_eq!(recovery, json!({ "not_recoverable": "EpochChanged" }));
+        drop(client);
+        server.shutdown().await;
+    }
+}

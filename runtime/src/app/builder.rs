@@ -498,9 +498,11 @@ impl Builder {
     /// ([`ChannelBox::add_channel_to_group_from`](crate::ChannelBox::add_channel_to_group_from)).
     /// Call it once per pattern. Other groups keep bare payloads and pay nothing for this.
     ///
-    /// Positions are this server's own: with a cluster broker, a client recovers on the server
-    /// it left; on another server the epoch is unknown and the join reports
-    /// `NotRecoverable(EpochChanged)` (the client re-syncs).
+    /// With a broker that keeps streams (the Redis broker), positions are the cluster's: one
+    /// stream per group in Redis assigns each message its offset once, every server delivers
+    /// in the stream's order (the sender's members too, after the round trip to Redis), and a
+    /// client recovers on any server. With a broker that keeps none, positions are each
+    /// server's own.
     pub fn recoverable_groups(mut self, pattern: &str) -> Self {
         if let Err(problem) = self.groups.recoverable.add(pattern) {
             self.recoverable_problem.get_or_insert(problem);

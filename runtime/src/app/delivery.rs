@@ -12,6 +12,17 @@ impl Deliver for AppInner {
         self.groups.deliver_remote(group, message)
     }
 
+    fn deliver_positioned(
+        &self,
+        group: &str,
+        message: &Outgoing,
+        epoch: &str,
+        offset: u64,
+    ) -> usize {
+        self.groups
+            .deliver_positioned(group, message, epoch, offset)
+    }
+
     fn deliver_to_channel(&self, channel: ConnectionId, message: &Outgoing) -> bool {
         self.groups.deliver_remote_to(channel, message)
     }

@@ -2,11 +2,18 @@
 //! is, and the payload as members receive it.
 //!
 //! ```text
-//! version (1) | kind (1: G group, D direct, E event) | node id (16) | kind's fields | payload
+//! version (1) | kind (1: G group, P positioned, D direct, E event) | node id (16)
+//!   | kind's fields | payload
 //!   G: except flag (1) [+ channel id (16)]
+//!   P: except flag (1) [+ channel id (16)] + epoch length (1) + epoch
+//!      + offset length (1) + offset (decimal digits)
 //!   D: channel id (16)
 //!   E: name length (2, big endian) + name (UTF-8)
 //! ```
+//!
+//! A positioned message (to a recoverable group) gets its epoch and offset in Redis, from the
+//! script that appends it to the group's stream: the script writes those fields between the
+//! header this side encodes ([`positioned_header`]) and the payload.
 
 use uuid::Uuid;
 
@@ -28,6 +35,12 @@ pub(crate) struct Envelope<'a> {
 pub(crate) enum Kind<'a> {
     /// A group message; the group is the Redis channel's name.
     Group { except: Option<ConnectionId> },
+    /// A message of a recoverable group, with its position in the group's cluster stream.
+    Positioned {
+        except: Option<ConnectionId>,
+        epoch: &'a str,
+        offset: u64,
+    },
     /// A message for one channel.
     Direct { channel: ConnectionId },
     /// A cluster-wide event.
@@ -39,6 +52,9 @@ impl Kind<'_> {
         match self {
             Kind::Group { except: None } => 1,
             Kind::Group { except: Some(_) } => 17,
+            Kind::Positioned { except, epoch, .. } => {
+                1 + 16 * usize::from(except.is_some()) + 1 + epoch.len() + 1 + 20
+            }
             Kind::Direct { .. } => 16,
             Kind::Event { name } => 2 + name.len(),
         }
@@ -52,6 +68,7 @@ impl Envelope<'_> {
         out.push(VERSION);
         out.push(match self.kind {
             Kind::Group { .. } => b'G',
+            Kind::Positioned { .. } => b'P',
             Kind::Direct { .. } => b'D',
             Kind::Event { .. } => b'E',
         });
@@ -64,6 +81,18 @@ impl Envelope<'_> {
                 out.push(1);
                 out.extend_from_slice(channel.as_uuid().as_bytes());
             }
+            Kind::Positioned {
+                except,
+                epoch,
+                offset,
+            } => {
+                push_except(&mut out, *except);
+                let offset = offset.to_string();
+                out.push(u8::try_from(epoch.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(&epoch.as_bytes()[..epoch.len().min(255)]);
+                out.push(offset.len() as u8);
+                out.extend_from_slice(offset.as_bytes());
+            }
             Kind::Direct { channel } => out.extend_from_slice(channel.as_uuid().as_bytes()),
             Kind::Event { name } => {
                 let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
@@ -74,6 +103,26 @@ impl Envelope<'_> {
         out.extend_from_slice(self.payload);
         out
     }
+}
+
+fn push_except(out: &mut Vec<u8>, except: Option<ConnectionId>) {
+    match except {
+        None => out.push(0),
+        Some(channel) => {
+            out.push(1);
+            out.extend_from_slice(channel.as_uuid().as_bytes());
+        }
+    }
+}
+
+/// The bytes before the epoch of a positioned message (what the stream script is given).
+pub(crate) fn positioned_header(node: uuid::Uuid, except: Option<ConnectionId>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(35);
+    out.push(VERSION);
+    out.push(b'P');
+    out.extend_from_slice(node.as_bytes());
+    push_except(&mut out, except);
+    out
 }
 
 /// Reads a message; `Err` says what is wrong with it.
@@ -92,6 +141,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, &'static str> {
             },
             _ => return Err("bad except flag"),
         },
+        b'P' => {
+            let except = match input.take(1)?[0] {
+                0 => None,
+                1 => Some(ConnectionId::from_uuid(input.uuid()?)),
+                _ => return Err("bad except flag"),
+            };
+            let len = usize::from(input.take(1)?[0]);
+            let epoch = std::str::from_utf8(input.take(len)?).map_err(|_| "epoch not UTF-8")?;
+            let len = usize::from(input.take(1)?[0]);
+            let offset = std::str::from_utf8(input.take(len)?)
+                .ok()
+                .and_then(|digits| digits.parse().ok())
+                .ok_or("bad offset")?;
+            Kind::Positioned {
+                except,
+                epoch,
+                offset,
+            }
+        }
         b'D' => Kind::Direct {
             channel: ConnectionId::from_uuid(input.uuid()?),
         },
@@ -148,6 +216,16 @@ mod tests {
         round_trip(Kind::Group { except: None });
         round_trip(Kind::Group {
             except: Some(ConnectionId::from_uuid(Uuid::new_v4())),
+        });
+        round_trip(Kind::Positioned {
+            except: None,
+            epoch: "3f9c2a71b0de",
+            offset: 42,
+        });
+        round_trip(Kind::Positioned {
+            except: Some(ConnectionId::from_uuid(Uuid::new_v4())),
+            epoch: "e",
+            offset: u64::MAX,
         });
         round_trip(Kind::Direct {
             channel: ConnectionId::from_uuid(Uuid::new_v4()),

@@ -36,6 +36,53 @@ pub const CLUSTER_DOWN: &str = "switchboard:cluster.down";
 /// published during the outage are not replayed: tell clients to resync here.
 pub const CLUSTER_UP: &str = "switchboard:cluster.up";
 
+fn no_streams() -> Error {
+    Error::new(crate::ErrorKind::Broker, "this broker keeps no streams")
+}
+
+/// The bounds of a recoverable group's cluster stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamLimits {
+    /// Entries kept.
+    pub max_entries: usize,
+    /// How long the stream outlives its last message.
+    pub max_age: std::time::Duration,
+}
+
+impl StreamLimits {
+    /// Bounds with these values.
+    pub fn new(max_entries: usize, max_age: std::time::Duration) -> Self {
+        StreamLimits {
+            max_entries,
+            max_age,
+        }
+    }
+}
+
+/// What [`Broker::read_stream`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StreamRead {
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The offset of its last message (0: none yet).
+    pub last: u64,
+    /// The entries after the offset asked for, oldest first: offset and payload (JSON text).
+    pub entries: Vec<(u64, Bytes)>,
+}
+
+impl StreamRead {
+    /// A read with these values.
+    pub fn new(epoch: String, last: u64, entries: Vec<(u64, Bytes)>) -> Self {
+        StreamRead {
+            epoch,
+            last,
+            entries,
+        }
+    }
+}
+
 /// What a broker counts, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -81,6 +128,15 @@ pub struct Outgoing {
 pub(crate) trait Deliver: Send + Sync {
     /// A group message from another server, for this server's members: how many took it.
     fn deliver_to_group(&self, group: &str, message: &Outgoing) -> usize;
+    /// A message of a recoverable group's cluster stream (from any server, this one too), with
+    /// its position: how many members took it.
+    fn deliver_positioned(
+        &self,
+        group: &str,
+        message: &Outgoing,
+        epoch: &str,
+        offset: u64,
+    ) -> usize;
     /// A message from another server for one channel, if it is connected here.
     fn deliver_to_channel(&self, channel: ConnectionId, message: &Outgoing) -> bool;
     /// An event emitted cluster-wide by another server; `false`: dropped.
@@ -121,6 +177,21 @@ impl Inbox {
         self.app
             .upgrade()
             .map_or(0, |app| app.deliver_to_group(group, message))
+    }
+
+    /// Delivers a message of a recoverable group's cluster stream, with its position, to this
+    /// server's members (a message already delivered here is skipped). Returns how many
+    /// members it was queued for.
+    pub fn deliver_positioned(
+        &self,
+        group: &str,
+        message: &Outgoing,
+        epoch: &str,
+        offset: u64,
+    ) -> usize {
+        self.app.upgrade().map_or(0, |app| {
+            app.deliver_positioned(group, message, epoch, offset)
+        })
     }
 
     /// Delivers a message sent by another server to `channel`, if it is connected here.
@@ -199,6 +270,38 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// Its counters, for metrics (zeros for a broker with nothing to count).
     fn stats(&self) -> BrokerStats {
         BrokerStats::default()
+    }
+
+    /// Whether this broker keeps the streams of recoverable groups for the whole cluster:
+    /// positions are then assigned once per message across servers, and a client recovers
+    /// on any server (`false`: each server keeps its own).
+    fn keeps_streams(&self) -> bool {
+        false
+    }
+
+    /// Appends a message to `group`'s cluster stream (bounded by `limits`) and publishes it
+    /// to every server, this one included, with its position (delivered through
+    /// [`Inbox::deliver_positioned`]).
+    fn publish_positioned<'a>(
+        &'a self,
+        group: &'a str,
+        message: &'a Outgoing,
+        limits: StreamLimits,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = (group, message, limits);
+        Box::pin(std::future::ready(Err(no_streams())))
+    }
+
+    /// `group`'s cluster stream after `offset`: its epoch (made if it has none), its last
+    /// offset, and the entries still kept.
+    fn read_stream<'a>(
+        &'a self,
+        group: &'a str,
+        after: u64,
+        limits: StreamLimits,
+    ) -> BoxFuture<'a, Result<StreamRead, Error>> {
+        let _ = (group, after, limits);
+        Box::pin(std::future::ready(Err(no_streams())))
     }
 
     /// Called when the app starts serving, inside the runtime: start background work that

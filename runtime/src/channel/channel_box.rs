@@ -96,6 +96,11 @@ impl ChannelBox {
     /// }
     /// ```
     ///
+    /// In a cluster whose broker keeps streams, the missed messages come from the group's
+    /// stream and what this server delivered since; a server that lags the one the client
+    /// left may hand it a message again later, which the client skips by its offset (the
+    /// browser client does).
+    ///
     /// Errors: the group is not recoverable, or as for
     /// [`add_channel_to_group`](Self::add_channel_to_group).
     pub async fn add_channel_to_group_from(

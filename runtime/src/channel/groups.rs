@@ -186,6 +186,9 @@ impl Groups {
         }
         let conn = channel.conn();
         Self::check_open(conn, group)?;
+        if self.broker.keeps_streams() {
+            return self.add_from_stream(conn, group, since).await;
+        }
         let history = self.histories.of(group);
         let (joined, entry) = {
             let history = lock_history(&history);
@@ -210,6 +213,145 @@ impl Groups {
         };
         self.subscribe(&entry, group).await?;
         Ok(joined)
+    }
+
+    /// [`add_from`](Self::add_from) with the cluster's stream: this server subscribes first (so
+    /// every message after the read below reaches it), reads the stream after `since`, then,
+    /// under the group's lock that deliveries take too, joins and queues the missed messages:
+    /// from the stream up to what it held, then from what this server delivered since.
+    async fn add_from_stream(
+        &self,
+        conn: &Arc<Conn>,
+        group: &str,
+        since: Option<&Position>,
+    ) -> Result<Joined, Error> {
+        self.broker.subscribe(group).await?;
+        let limits = self.stream_limits();
+        let after = since.map_or(u64::MAX, |p| p.offset);
+        let read = self.broker.read_stream(group, after, limits).await?;
+        let history = self.histories.of(group);
+        let (joined, entry) = {
+            let mut history = lock_history(&history);
+            if **history.epoch() != *read.epoch {
+                // Nothing of this epoch was delivered here: the stream's read covers it all.
+                history.reset(&read.epoch, read.last);
+            } else if !self.has_group(group) {
+                // Without members here, this server was not subscribed for a while: what it
+                // delivered may stop short of the read, and messages up to the read may still
+                // be on their way. The read covers them: skip them when they come.
+                history.advance_to(read.last);
+            }
+            let delivered = history.last_id();
+            let (status, entry) = self.add_member(conn, group)?;
+            let position = Position {
+                epoch: read.epoch.clone(),
+                offset: delivered,
+            };
+            let recovery = match since {
+                None => Recovery::Fresh,
+                Some(_) if status == AddStatus::AlreadyMember => {
+                    Recovery::NotRecoverable(NotRecoverable::AlreadyMember)
+                }
+                Some(since) if since.epoch != read.epoch => {
+                    Recovery::NotRecoverable(NotRecoverable::EpochChanged)
+                }
+                Some(since) if since.offset > read.last.max(delivered) => {
+                    Recovery::NotRecoverable(NotRecoverable::Ahead)
+                }
+                Some(since) => self.replay_stream(conn, &history, since.offset, &read),
+            };
+            let joined = Joined {
+                status,
+                position,
+                recovery,
+            };
+            (joined, entry)
+        };
+        self.subscribe(&entry, group).await?;
+        Ok(joined)
+    }
+
+    /// The missed messages after `since` up to what this server delivered: from the stream's
+    /// read, then from the local history for what came after the read.
+    fn replay_stream(
+        &self,
+        conn: &Conn,
+        history: &GroupHistory,
+        since: u64,
+        read: &crate::broker::StreamRead,
+    ) -> Recovery {
+        let delivered = history.last_id();
+        let from_stream: Vec<(u64, Utf8Bytes)> = read
+            .entries
+            .iter()
+            .filter(|(offset, _)| *offset > since && *offset <= delivered)
+            .filter_map(|(offset, payload)| {
+                Utf8Bytes::try_from(payload.clone())
+                    .ok()
+                    .map(|p| (*offset, p))
+            })
+            .collect();
+        let read_to = from_stream.last().map_or(since, |(offset, _)| *offset);
+        let max_age = self.histories.limits().max_age;
+        let from_here = history.between(read_to, delivered, max_age);
+        let missed: Vec<(u64, Utf8Bytes)> = from_stream
+            .into_iter()
+            .chain(
+                from_here
+                    .iter()
+                    .map(|e| (e.id, Utf8Bytes::from(e.text().to_owned()))),
+            )
+            .collect();
+        let complete = missed
+            .iter()
+            .enumerate()
+            .all(|(i, (offset, _))| *offset == since + 1 + i as u64)
+            && missed.last().map_or(since, |(offset, _)| *offset) >= delivered.max(since);
+        if !complete {
+            return Recovery::NotRecoverable(NotRecoverable::TooFarBehind);
+        }
+        for (offset, payload) in &missed {
+            let frame = Frame::Json(envelope(history.epoch(), *offset, payload.as_str()));
+            if conn.offer(&frame) != Offer::Queued {
+                return Recovery::NotRecoverable(NotRecoverable::QueueFull);
+            }
+        }
+        Recovery::Recovered(missed.len())
+    }
+
+    fn stream_limits(&self) -> crate::broker::StreamLimits {
+        let limits = self.histories.limits();
+        crate::broker::StreamLimits::new(limits.max_entries, limits.max_age)
+    }
+
+    /// A message of a recoverable group's cluster stream: saved here with its position (one
+    /// already delivered is skipped) and fanned out, under the group's lock.
+    pub(crate) fn deliver_positioned(
+        &self,
+        group: &str,
+        message: &Outgoing,
+        epoch: &str,
+        offset: u64,
+    ) -> usize {
+        let Ok(payload) = Utf8Bytes::try_from(message.payload.clone()) else {
+            return 0;
+        };
+        let history = self.histories.of(group);
+        let mut history = lock_history(&history);
+        if **history.epoch() != *epoch {
+            history.reset(epoch, offset.saturating_sub(1));
+        }
+        if offset <= history.last_id() {
+            return 0;
+        }
+        history.save_at(self.histories.limits(), offset, payload.clone());
+        let Some(entry) = self.table.pin().get(group).cloned() else {
+            return 0;
+        };
+        let mut report = SendReport::default();
+        let enveloped = envelope(epoch, offset, payload.as_str());
+        self.fan_out(&entry, enveloped, message.except, &mut report);
+        report.delivered
     }
 
     /// Queues for `conn` the messages after `since`, if they can all be had.
@@ -406,6 +548,25 @@ impl Groups {
     ) -> SendReport {
         let mut report = SendReport::default();
         self.counters.sends.fetch_add(1, Ordering::Relaxed);
+        if self.is_recoverable(group) && self.broker.keeps_streams() {
+            // Every server, this one too, delivers it when the stream hands it back with its
+            // position.
+            let message = Outgoing {
+                payload: Bytes::from(payload),
+                except,
+            };
+            let published = self
+                .broker
+                .publish_positioned(group, &message, self.stream_limits())
+                .await;
+            if published.is_err() {
+                self.counters
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            record_publish(&mut report, published);
+            return report;
+        }
         if self.is_recoverable(group) {
             self.send_recoverable(group, &payload, except, &mut report);
         } else {

@@ -79,10 +79,29 @@ impl GroupHistory {
         self.last_id
     }
 
+    /// Starts over at another epoch (the cluster stream's), with `last_id` as the last id.
+    pub(crate) fn reset(&mut self, epoch: &str, last_id: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.epoch = epoch.into();
+        self.last_id = last_id;
+    }
+
     /// Saves a message; returns its id. The oldest entries go when a bound is passed.
     pub(crate) fn save(&mut self, limits: &HistoryLimits, payload: Utf8Bytes) -> u64 {
-        self.last_id += 1;
-        let id = self.last_id;
+        let id = self.last_id + 1;
+        self.save_at(limits, id, payload);
+        id
+    }
+
+    /// Counts every id up to `id` as delivered (without entries for those not saved here).
+    pub(crate) fn advance_to(&mut self, id: u64) {
+        self.last_id = self.last_id.max(id);
+    }
+
+    /// Saves a message with the id the cluster stream gave it (above `last_id`).
+    pub(crate) fn save_at(&mut self, limits: &HistoryLimits, id: u64, payload: Utf8Bytes) {
+        self.last_id = id;
         self.bytes += payload.len();
         self.entries.push_back(HistoryEntry {
             id,
@@ -97,7 +116,16 @@ impl GroupHistory {
                 self.bytes -= old.payload.len();
             }
         }
-        id
+    }
+
+    /// The entries with ids in `(from, to]` still within the age bound, oldest first.
+    pub(crate) fn between(&self, from: u64, to: u64, max_age: Duration) -> Vec<HistoryEntry> {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .filter(|e| e.id > from && e.id <= to && now.duration_since(e.saved) <= max_age)
+            .cloned()
+            .collect()
     }
 
     /// The entries after `id` still within the age bound, if they are all there: `None` when

@@ -215,7 +215,9 @@ pub struct SendReport {
     pub slow_consumers_closed: usize,
     /// The id of the history entry, when saved (for a recoverable group, its offset).
     pub history_id: Option<u64>,
-    /// For a recoverable group: the message's position in the group's stream.
+    /// For a recoverable group: the message's position in the group's stream (`None` in a
+    /// cluster whose broker keeps streams: the position is given in Redis, and members get
+    /// the message when the stream hands it back; `published` says whether it was taken).
     pub position: Option<Position>,
     /// With a cluster broker: whether it took the message for the other servers (`None`
     /// without one). `Some(false)`: it could not (Redis unreachable, or too far behind), see

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -115,11 +116,52 @@ enum Control {
     Unsubscribe(String),
 }
 
-/// A message waiting for the publisher task.
+/// A message waiting for the publisher task: a `PUBLISH`, or (a recoverable group's message)
+/// the script that appends it to the group's stream and publishes it with its position.
 #[derive(Debug)]
 struct Publication {
-    channel: String,
-    bytes: Vec<u8>,
+    cmd: redis::Cmd,
+}
+
+/// Appends a message to a recoverable group's stream and publishes it, in one step: the
+/// stream's epoch (made if it has none; a new epoch empties the stream), the next offset,
+/// `XADD` with that offset as the id (bounded by count), the expiry of both keys pushed to
+/// the age bound, and the `PUBLISH` of the envelope with the position written in.
+///
+/// KEYS: stream, meta. ARGV: header, payload, max entries, max age (ms), channel, new epoch.
+const APPEND: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+  redis.call('DEL', KEYS[1])
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'p', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local o = tostring(offset)
+redis.call('PUBLISH', ARGV[5], ARGV[1] .. string.char(#epoch) .. epoch .. string.char(#o) .. o .. ARGV[2])
+return offset
+";
+
+/// Reads a recoverable group's stream after an offset, making its epoch if it has none.
+/// KEYS: stream, meta. ARGV: after + 1 (or 0: no entries), max age (ms), new epoch.
+const READ: &str = r"
+redis.call('HSETNX', KEYS[2], 'epoch', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+local last = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')
+local entries = {}
+if ARGV[1] ~= '0' then
+  entries = redis.call('XRANGE', KEYS[1], '0-' .. ARGV[1], '+')
+end
+return {epoch, last, entries}
+";
+
+/// A new epoch: 12 hex digits.
+fn new_epoch() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// Publications waiting for Redis, at most: past that, publishing fails at once (Redis is too
@@ -475,6 +517,13 @@ impl Redis {
     }
 }
 
+/// A duration in whole milliseconds, at least 1 (for `PEXPIRE`).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -591,15 +640,27 @@ impl Shared {
         self.pipeline_query::<()>(what, pipe).await
     }
 
+    fn stream_key(&self, group: &str) -> String {
+        format!("{}:s:{group}", self.config().prefix)
+    }
+
+    fn stream_meta_key(&self, group: &str) -> String {
+        format!("{}:sm:{group}", self.config().prefix)
+    }
+
     /// Hands an envelope for `channel` to the publisher task (which publishes in order,
     /// pipelined); fails at once, counted, when Redis is unreachable or the queue is full.
     fn publish(&self, what: &str, channel: String, envelope: Envelope<'_>) -> Result<(), Error> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(envelope.encode());
+        self.enqueue(what, cmd)
+    }
+
+    /// Queues a command for the publisher task (see [`publish`](Self::publish)).
+    fn enqueue(&self, what: &str, cmd: redis::Cmd) -> Result<(), Error> {
         let queued = self.check_up(what).and_then(|()| {
             self.publications
-                .try_send(Publication {
-                    channel,
-                    bytes: envelope.encode(),
-                })
+                .try_send(Publication { cmd })
                 .map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => self.broker_error(
                         what,
@@ -661,6 +722,67 @@ impl Broker for Redis {
 
     fn describe(&self) -> String {
         format!("redis {}", self.shared.url)
+    }
+
+    fn keeps_streams(&self) -> bool {
+        true
+    }
+
+    fn publish_positioned<'a>(
+        &'a self,
+        group: &'a str,
+        message: &'a Outgoing,
+        limits: super::StreamLimits,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.start();
+            let header = super::envelope::positioned_header(shared.node, message.except);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(APPEND)
+                .arg(2)
+                .arg(shared.stream_key(group))
+                .arg(shared.stream_meta_key(group))
+                .arg(header)
+                .arg(&message.payload[..])
+                .arg(limits.max_entries)
+                .arg(millis(limits.max_age))
+                .arg(shared.group_channel(group))
+                .arg(new_epoch());
+            shared.enqueue("cannot append to the group's stream", cmd)
+        })
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        group: &'a str,
+        after: u64,
+        limits: super::StreamLimits,
+    ) -> BoxFuture<'a, Result<super::StreamRead, Error>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.start();
+            let what = "cannot read the group's stream";
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(READ)
+                .arg(2)
+                .arg(shared.stream_key(group))
+                .arg(shared.stream_meta_key(group))
+                .arg(after.checked_add(1).unwrap_or(0))
+                .arg(millis(limits.max_age))
+                .arg(new_epoch());
+            type Entries = Vec<(String, Vec<Vec<u8>>)>;
+            let (epoch, last, entries): (String, u64, Entries) = shared.query(what, &cmd).await?;
+            let entries = entries
+                .into_iter()
+                .filter_map(|(id, fields)| {
+                    let offset = id.strip_prefix("0-")?.parse().ok()?;
+                    let payload = fields.into_iter().nth(1)?;
+                    Some((offset, Bytes::from(payload)))
+                })
+                .collect();
+            Ok(super::StreamRead::new(epoch, last, entries))
+        })
     }
 
     fn is_up(&self) -> bool {

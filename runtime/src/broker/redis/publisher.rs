@@ -49,14 +49,10 @@ async fn publish(shared: &Shared, batch: &mut Vec<Publication>) {
         return;
     }
     let mut pipe = redis::pipe();
-    for publication in batch.iter() {
-        pipe.cmd("PUBLISH")
-            .arg(&publication.channel)
-            .arg(&publication.bytes)
-            .ignore();
-    }
     let count = batch.len() as u64;
-    batch.clear();
+    for publication in batch.drain(..) {
+        pipe.add_command(publication.cmd).ignore();
+    }
     let counters = &shared.counters;
     match shared
         .pipeline("cannot publish to other servers", &pipe)

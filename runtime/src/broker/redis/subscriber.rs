@@ -291,7 +291,10 @@ fn handle(shared: &Shared, inbox: &Inbox, group_prefix: &str, message: &redis::M
             return;
         }
     };
-    if envelope.node == shared.node {
+    // A positioned message reaches its own server too: every server delivers a recoverable
+    // group's messages in the stream's order.
+    let positioned = matches!(envelope.kind, Kind::Positioned { .. });
+    if envelope.node == shared.node && !positioned {
         counters.own_skipped.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -304,6 +307,18 @@ fn handle(shared: &Shared, inbox: &Inbox, group_prefix: &str, message: &redis::M
         Kind::Group { except } => match message.get_channel_name().strip_prefix(group_prefix) {
             Some(group) => {
                 inbox.deliver_to_group(group, &outgoing(except));
+            }
+            None => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        Kind::Positioned {
+            except,
+            epoch,
+            offset,
+        } => match message.get_channel_name().strip_prefix(group_prefix) {
+            Some(group) => {
+                inbox.deliver_positioned(group, &outgoing(except), epoch, offset);
             }
             None => {
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
