@@ -1,8 +1,12 @@
-//! The chat application of the seed, line for line:
+//! The chat application of the seed, with recovery after a reconnect:
 //!
 //! - `GET /chat/{room}` (WebSocket): joins group `chat_{room}`; every JSON message the client
 //!   sends is emitted as `room.message` with `{"room": room, "message": msg}`, and the listener
 //!   sends it to every member of the room, the sender included.
+//! - Rooms are recoverable groups: members get each message in an envelope
+//!   `{"epoch": .., "offset": .., "data": {"room": .., "message": ..}}`, and a client that
+//!   comes back with `?since=EPOCH:OFFSET` gets what it missed first. After joining, a client
+//!   gets `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable"}`.
 //! - `GET /stats`: `{"connections": n, "groups": {"chat_<room>": members, ..}}` (this server).
 //! - `GET /cluster`: the rooms of every server, when it runs in a cluster.
 //! - `GET /`: a page to chat from a browser.
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use switchboard::axum::Json;
 use switchboard::axum::response::Html;
 use switchboard::axum::routing::get;
+use switchboard::channel::{Joined, Position, Recovery};
 use switchboard::prelude::*;
 
 /// The payload of `room.message`: emitted as itself, so the listener gets it without a JSON
@@ -28,19 +33,27 @@ struct RoomMessage {
 
 #[ws_route("/chat/{room}")]
 async fn chat_room(mut ws: WebSocket, room: String, app: App) -> Result<(), WsError> {
+    // A client coming back says where it was: `?since=EPOCH:OFFSET`.
+    let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
     ws.accept().await?;
     let channel = Channel::new(&ws);
-    if let Err(e) = app
+    let group = format!("chat_{room}");
+    match app
         .channels()
-        .add_channel_to_group(&channel, format!("chat_{room}"))
+        .add_channel_to_group_from(&channel, &group, since.as_ref())
         .await
     {
-        // In a cluster whose Redis is unreachable: the room still works on this server, and
-        // the broker subscribes it to the other servers when Redis is back.
-        if e.kind() != switchboard::ErrorKind::Broker {
-            return Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string()));
+        // Where the room's stream stood, and whether what the client missed was recovered
+        // (it came first); the client re-syncs when it was not.
+        Ok(joined) => ws.send_json(&join_report(&joined)).await?,
+        Err(e) if e.kind() == switchboard::ErrorKind::Broker => {
+            // In a cluster whose Redis is unreachable: the room still works on this server
+            // (without recovery), and the broker subscribes it to the other servers when
+            // Redis is back.
+            eprintln!("room {room}: {e}");
+            let _ = app.channels().add_channel_to_group(&channel, &group).await;
         }
-        eprintln!("room {room}: {e}");
+        Err(e) => return Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string())),
     }
     while let Some(message) = ws.receive_json::<Value>().await? {
         let msg = RoomMessage {
@@ -50,6 +63,18 @@ async fn chat_room(mut ws: WebSocket, room: String, app: App) -> Result<(), WsEr
         app.events().emit("room.message", msg).await;
     }
     Ok(()) // the channel leaves its group when the connection ends
+}
+
+/// `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable"}`,
+/// as the browser client reads it.
+fn join_report(joined: &Joined) -> Value {
+    let (recovery, reason) = match &joined.recovery {
+        Recovery::Fresh => ("fresh", None),
+        Recovery::Recovered(_) => ("recovered", None),
+        Recovery::NotRecoverable(why) => ("not_recoverable", Some(why.to_string())),
+        _ => ("not_recoverable", Some("unknown".to_owned())),
+    };
+    json!({ "position": joined.position.to_string(), "recovery": recovery, "reason": reason })
 }
 
 #[on("room.message")]
@@ -93,6 +118,9 @@ async fn main() -> std::process::ExitCode {
         app.route("/stats", get(stats))
             .route("/cluster", get(cluster))
             .route("/", get(page))
+            // Every room keeps its last messages with positions: a client that drops gets
+            // what it missed when it comes back (across servers, in a cluster).
+            .recoverable_groups("chat_*")
     })
     .await
 }

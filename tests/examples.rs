@@ -6,7 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use switchboard::testing::{Received, Remote};
+use switchboard::testing::{Received, Remote, TestClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -129,6 +129,21 @@ async fn stats_become(example: &Example, expected: Value) {
     assert_eq!(last, expected);
 }
 
+/// The next chat message of `client`: the payload of the next envelope, after the join report
+/// (checked to be well-formed) when one comes first.
+async fn chat_message(client: &mut TestClient) -> Value {
+    loop {
+        let value: Value = client.recv_json().await;
+        if value.get("recovery").is_some() {
+            let position = value["position"].as_str().expect("a position");
+            assert!(position.contains(':'), "{value}");
+            continue;
+        }
+        assert!(value["offset"].is_u64(), "an envelope: {value}");
+        return value["data"].clone();
+    }
+}
+
 #[tokio::test]
 async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() {
     let chat = Example::start("chat").await;
@@ -147,18 +162,29 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
             .await;
     }
     for member in [&mut red_a, &mut red_b] {
+        let report = member.recv_text().await;
+        assert!(report.contains("\"recovery\":\"fresh\""), "{report}");
+        let mut offset = None;
         for seq in 0..50 {
             let text = member.recv_text().await;
             assert!(text.contains("héllo ✓"), "non-ASCII is not escaped: {text}");
+            let value = serde_json::from_str::<Value>(&text).unwrap();
             assert_eq!(
-                serde_json::from_str::<Value>(&text).unwrap(),
+                value["data"],
                 json!({"room": "red", "message": {"seq": seq, "text": "héllo ✓"}})
             );
+            let this = value["offset"].as_u64().unwrap();
+            assert_eq!(
+                this,
+                offset.map_or(this, |o: u64| o + 1),
+                "consecutive offsets"
+            );
+            offset = Some(this);
         }
     }
     blue.send_json(&json!("only blue")).await;
     assert_eq!(
-        blue.recv_json::<Value>().await,
+        chat_message(&mut blue).await,
         json!({"room": "blue", "message": "only blue"})
     );
     assert_eq!(red_a.recv_within(Duration::from_millis(100)).await, None);
@@ -168,7 +194,7 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
     let mut cafe = chat.connect("/chat/caf%C3%A9").await;
     cafe.send_json(&json!(1)).await;
     assert_eq!(
-        cafe.recv_json::<Value>().await,
+        chat_message(&mut cafe).await,
         json!({"room": "café", "message": 1})
     );
     stats_become(
@@ -179,7 +205,7 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
 
     // A closed connection leaves its group; an empty group disappears.
     blue.close(1000, "bye").await;
-    assert_eq!(blue.expect_close().await.0, 1000);
+    assert_eq!(blue.skip_to_close().await.expect("a close").0, 1000);
     drop(cafe);
     stats_become(&chat, json!({"connections": 2, "groups": {"chat_red": 2}})).await;
     drop((red_a, red_b));
@@ -216,10 +242,7 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
     alice.send_json(&json!("hi bob")).await;
     bob.send_json(&json!("hi alice")).await;
     for member in [&mut alice, &mut bob] {
-        let mut got = vec![
-            member.recv_json::<Value>().await,
-            member.recv_json::<Value>().await,
-        ];
+        let mut got = vec![chat_message(member).await, chat_message(member).await];
         got.sort_by_key(Value::to_string);
         assert_eq!(
             got,
@@ -229,6 +252,9 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
             ]
         );
     }
+    // Carol's room had its own join report, and nothing else.
+    let report: Value = carol.recv_json().await;
+    assert_eq!(report["recovery"], "fresh");
     assert_eq!(carol.recv_within(Duration::from_millis(100)).await, None);
     drop((alice, bob, carol));
     assert!(one.terminate().await.success());
@@ -241,20 +267,20 @@ async fn chat_refuses_bad_input_per_connection_and_the_room_carries_on() {
     let mut calm = chat.connect("/chat/lobby").await;
     let mut broken = chat.connect("/chat/lobby").await;
     broken.send_text("{not json").await;
-    let (code, reason) = broken.expect_close().await;
+    let (code, reason) = broken.skip_to_close().await.expect("a close");
     assert_eq!(code, 1007);
     assert!(reason.starts_with("invalid JSON"), "{reason}");
     let mut binary = chat.connect("/chat/lobby").await;
     binary.send_bytes(vec![0u8, 1, 2]).await;
-    assert_eq!(binary.expect_close().await.0, 1003);
+    assert_eq!(binary.skip_to_close().await.expect("a close").0, 1003);
     let mut huge = chat.connect("/chat/lobby").await;
     huge.send_json(&json!({"text": "x".repeat(70 * 1024)}))
         .await;
-    assert_eq!(huge.expect_close().await.0, 1009);
+    assert_eq!(huge.skip_to_close().await.expect("a close").0, 1009);
     // Nothing of that was broadcast; the room still works.
     calm.send_json(&json!("still here")).await;
     assert_eq!(
-        calm.recv_json::<Value>().await,
+        chat_message(&mut calm).await,
         json!({"room": "lobby", "message": "still here"})
     );
     drop((broken, binary, huge));
@@ -283,7 +309,12 @@ async fn chat_serves_its_page_and_shuts_down_gracefully_with_1001() {
         json!({"connections": 2, "groups": {"chat_x": 1, "chat_y": 1}}),
     )
     .await;
-    let closes = tokio::spawn(async move { (a.expect_close().await, b.expect_close().await) });
+    let closes = tokio::spawn(async move {
+        (
+            a.skip_to_close().await.expect("a close"),
+            b.skip_to_close().await.expect("a close"),
+        )
+    });
     let status = chat.terminate().await;
     assert!(status.success(), "exits cleanly on SIGTERM: {status}");
     let (a, b) = closes.await.unwrap();
@@ -651,4 +682,116 @@ async fn the_chat_page_reconnects_by_itself_after_a_server_restart() {
     drop(bob);
     let status = chat.terminate().await;
     assert!(status.success());
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Opens the chat page of `addr` in `browser` and joins `lobby` as `name`.
+async fn join_lobby(browser: &switchboard_tests::Browser, addr: &str, name: &str) {
+    browser
+        .command("url", json!({ "url": format!("http://{addr}/") }))
+        .await;
+    run_script(
+        browser,
+        &format!(
+            "document.querySelector('#join input[name=name]').value = '{name}';
+             document.querySelector('#join button').click(); return true;"
+        ),
+    )
+    .await;
+    browser.until_text("status", "connected").await;
+}
+
+/// Says `text` from the page.
+async fn say(browser: &switchboard_tests::Browser, text: &str) {
+    run_script(
+        browser,
+        &format!(
+            "document.querySelector('#say input').value = '{text}';
+             document.querySelector('#say button').click(); return true;"
+        ),
+    )
+    .await;
+}
+
+/// Two pages chat through two servers sharing one Redis; one server restarts while the pages
+/// are open; its page reconnects by itself, and what the other page said meanwhile appears
+/// in it once, recovered from the room's stream.
+#[tokio::test]
+async fn two_pages_on_a_cluster_recover_what_was_said_while_a_server_restarted() {
+    let Some(redis) = switchboard::testing::RedisServer::start().await else {
+        return;
+    };
+    let Some(alice) = switchboard_tests::Browser::start().await else {
+        return;
+    };
+    let Some(bob) = switchboard_tests::Browser::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let (one_addr, two_addr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let env = |addr: &str| {
+        [
+            ("SWITCHBOARD_REDIS_URL", url.clone()),
+            ("SWITCHBOARD_ADDR", addr.to_owned()),
+        ]
+    };
+    let start = |addr: String| {
+        let env = env(&addr);
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Example::start_with("chat", &env).await
+        }
+    };
+    let one = start(one_addr.clone()).await;
+    let two = start(two_addr.clone()).await;
+    join_lobby(&alice, &one_addr, "alice").await;
+    join_lobby(&bob, &two_addr, "bob").await;
+    say(&alice, "hello bob").await;
+    bob.until_contains("log", "alice: hello bob").await;
+    say(&bob, "hello alice").await;
+    alice.until_contains("log", "bob: hello alice").await;
+
+    // Bob's server restarts; Alice speaks while it is down.
+    assert!(two.terminate().await.success());
+    bob.until_contains("status", "reconnecting").await;
+    say(&alice, "said during the restart").await;
+    alice
+        .until_contains("log", "alice: said during the restart")
+        .await;
+    let two = start(two_addr.clone()).await;
+    bob.until_text("status", "connected").await;
+    let log = bob.until_contains("log", "said during the restart").await;
+    assert_eq!(
+        log.matches("said during the restart").count(),
+        1,
+        "recovered once: {log}"
+    );
+    assert!(!log.contains("could not be recovered"), "{log}");
+    // And the room goes on.
+    say(&bob, "back").await;
+    alice.until_contains("log", "bob: back").await;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    alice.screenshot(&dir.join("cluster-chat-alice.png")).await;
+    bob.screenshot(&dir.join("cluster-chat-bob.png")).await;
+    assert_eq!(
+        bob.until_contains("log", "back")
+            .await
+            .matches("said during the restart")
+            .count(),
+        1
+    );
+    drop((alice, bob));
+    assert!(one.terminate().await.success());
+    assert!(two.terminate().await.success());
 }
