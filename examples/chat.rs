@@ -1,12 +1,13 @@
-//! The chat application of the seed, with recovery after a reconnect:
+//! The chat application of the seed, with recovery after a reconnect when asked:
 //!
 //! - `GET /chat/{room}` (WebSocket): joins group `chat_{room}`; every JSON message the client
 //!   sends is emitted as `room.message` with `{"room": room, "message": msg}`, and the listener
 //!   sends it to every member of the room, the sender included.
-//! - Rooms are recoverable groups: members get each message in an envelope
-//!   `{"epoch": .., "offset": .., "data": {"room": .., "message": ..}}`, and a client that
-//!   comes back with `?since=EPOCH:OFFSET` gets what it missed first. After joining, a client
-//!   gets `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable"}`.
+//! - With `SWITCHBOARD_RECOVERY=1`, rooms are recoverable groups: members get each message in
+//!   an envelope `{"epoch": .., "offset": .., "data": {"room": .., "message": ..}}`, and a
+//!   client that comes back with `?since=EPOCH:OFFSET` gets what it missed first. After
+//!   joining, a client gets `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" |
+//!   "not_recoverable"}`. Without it (the default, as the seed), messages are bare.
 //! - `GET /stats`: `{"connections": n, "groups": {"chat_<room>": members, ..}}` (this server).
 //! - `GET /cluster`: the rooms of every server, when it runs in a cluster.
 //! - `GET /`: a page to chat from a browser.
@@ -31,27 +32,49 @@ struct RoomMessage {
     message: Value,
 }
 
+/// Whether the rooms are recoverable (`SWITCHBOARD_RECOVERY=1`).
+#[derive(Clone, Copy)]
+struct Rooms {
+    recoverable: bool,
+}
+
 #[ws_route("/chat/{room}")]
-async fn chat_room(mut ws: WebSocket, room: String, app: App) -> Result<(), WsError> {
+async fn chat_room(
+    mut ws: WebSocket,
+    room: String,
+    app: App,
+    State(rooms): State<Rooms>,
+) -> Result<(), WsError> {
     // A client coming back says where it was: `?since=EPOCH:OFFSET`.
     let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
     ws.accept().await?;
     let channel = Channel::new(&ws);
     let group = format!("chat_{room}");
-    match app
-        .channels()
-        .add_channel_to_group_from(&channel, &group, since.as_ref())
-        .await
-    {
+    let joined = if rooms.recoverable {
+        app.channels()
+            .add_channel_to_group_from(&channel, &group, since.as_ref())
+            .await
+            .map(Some)
+    } else {
+        // The seed's bare messages, as before.
+        app.channels()
+            .add_channel_to_group(&channel, &group)
+            .await
+            .map(|_| None)
+    };
+    match joined {
         // Where the room's stream stood, and whether what the client missed was recovered
         // (it came first); the client re-syncs when it was not.
-        Ok(joined) => ws.send_json(&join_report(&joined)).await?,
+        Ok(Some(joined)) => ws.send_json(&join_report(&joined)).await?,
+        Ok(None) => {}
         Err(e) if e.kind() == switchboard::ErrorKind::Broker => {
             // In a cluster whose Redis is unreachable: the room still works on this server
             // (without recovery), and the broker subscribes it to the other servers when
             // Redis is back.
             eprintln!("room {room}: {e}");
-            let _ = app.channels().add_channel_to_group(&channel, &group).await;
+            if rooms.recoverable {
+                let _ = app.channels().add_channel_to_group(&channel, &group).await;
+            }
         }
         Err(e) => return Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string())),
     }
@@ -114,13 +137,20 @@ async fn page() -> Html<&'static str> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let recoverable = std::env::var("SWITCHBOARD_RECOVERY").is_ok_and(|v| v == "1");
     switchboard_examples::run(|app| {
-        app.route("/stats", get(stats))
+        let app = app
+            .state(Rooms { recoverable })
+            .route("/stats", get(stats))
             .route("/cluster", get(cluster))
-            .route("/", get(page))
+            .route("/", get(page));
+        if recoverable {
             // Every room keeps its last messages with positions: a client that drops gets
             // what it missed when it comes back (across servers, in a cluster).
-            .recoverable_groups("chat_*")
+            app.recoverable_groups("chat_*")
+        } else {
+            app
+        }
     })
     .await
 }

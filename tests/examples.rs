@@ -6,7 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use switchboard::testing::{Received, Remote, TestClient};
+use switchboard::testing::{Received, Remote};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -36,6 +36,7 @@ impl Example {
         let mut child = Command::new(&binary)
             .env("SWITCHBOARD_ADDR", "127.0.0.1:0")
             .env_remove("SWITCHBOARD_REDIS_URL")
+            .env_remove("SWITCHBOARD_RECOVERY")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -129,21 +130,6 @@ async fn stats_become(example: &Example, expected: Value) {
     assert_eq!(last, expected);
 }
 
-/// The next chat message of `client`: the payload of the next envelope, after the join report
-/// (checked to be well-formed) when one comes first.
-async fn chat_message(client: &mut TestClient) -> Value {
-    loop {
-        let value: Value = client.recv_json().await;
-        if value.get("recovery").is_some() {
-            let position = value["position"].as_str().expect("a position");
-            assert!(position.contains(':'), "{value}");
-            continue;
-        }
-        assert!(value["offset"].is_u64(), "an envelope: {value}");
-        return value["data"].clone();
-    }
-}
-
 #[tokio::test]
 async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() {
     let chat = Example::start("chat").await;
@@ -162,29 +148,18 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
             .await;
     }
     for member in [&mut red_a, &mut red_b] {
-        let report = member.recv_text().await;
-        assert!(report.contains("\"recovery\":\"fresh\""), "{report}");
-        let mut offset = None;
         for seq in 0..50 {
             let text = member.recv_text().await;
             assert!(text.contains("héllo ✓"), "non-ASCII is not escaped: {text}");
-            let value = serde_json::from_str::<Value>(&text).unwrap();
             assert_eq!(
-                value["data"],
+                serde_json::from_str::<Value>(&text).unwrap(),
                 json!({"room": "red", "message": {"seq": seq, "text": "héllo ✓"}})
             );
-            let this = value["offset"].as_u64().unwrap();
-            assert_eq!(
-                this,
-                offset.map_or(this, |o: u64| o + 1),
-                "consecutive offsets"
-            );
-            offset = Some(this);
         }
     }
     blue.send_json(&json!("only blue")).await;
     assert_eq!(
-        chat_message(&mut blue).await,
+        blue.recv_json::<Value>().await,
         json!({"room": "blue", "message": "only blue"})
     );
     assert_eq!(red_a.recv_within(Duration::from_millis(100)).await, None);
@@ -194,7 +169,7 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
     let mut cafe = chat.connect("/chat/caf%C3%A9").await;
     cafe.send_json(&json!(1)).await;
     assert_eq!(
-        chat_message(&mut cafe).await,
+        cafe.recv_json::<Value>().await,
         json!({"room": "café", "message": 1})
     );
     stats_become(
@@ -205,7 +180,7 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
 
     // A closed connection leaves its group; an empty group disappears.
     blue.close(1000, "bye").await;
-    assert_eq!(blue.skip_to_close().await.expect("a close").0, 1000);
+    assert_eq!(blue.expect_close().await.0, 1000);
     drop(cafe);
     stats_become(&chat, json!({"connections": 2, "groups": {"chat_red": 2}})).await;
     drop((red_a, red_b));
@@ -242,7 +217,10 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
     alice.send_json(&json!("hi bob")).await;
     bob.send_json(&json!("hi alice")).await;
     for member in [&mut alice, &mut bob] {
-        let mut got = vec![chat_message(member).await, chat_message(member).await];
+        let mut got = vec![
+            member.recv_json::<Value>().await,
+            member.recv_json::<Value>().await,
+        ];
         got.sort_by_key(Value::to_string);
         assert_eq!(
             got,
@@ -252,9 +230,6 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
             ]
         );
     }
-    // Carol's room had its own join report, and nothing else.
-    let report: Value = carol.recv_json().await;
-    assert_eq!(report["recovery"], "fresh");
     assert_eq!(carol.recv_within(Duration::from_millis(100)).await, None);
     drop((alice, bob, carol));
     assert!(one.terminate().await.success());
@@ -267,20 +242,20 @@ async fn chat_refuses_bad_input_per_connection_and_the_room_carries_on() {
     let mut calm = chat.connect("/chat/lobby").await;
     let mut broken = chat.connect("/chat/lobby").await;
     broken.send_text("{not json").await;
-    let (code, reason) = broken.skip_to_close().await.expect("a close");
+    let (code, reason) = broken.expect_close().await;
     assert_eq!(code, 1007);
     assert!(reason.starts_with("invalid JSON"), "{reason}");
     let mut binary = chat.connect("/chat/lobby").await;
     binary.send_bytes(vec![0u8, 1, 2]).await;
-    assert_eq!(binary.skip_to_close().await.expect("a close").0, 1003);
+    assert_eq!(binary.expect_close().await.0, 1003);
     let mut huge = chat.connect("/chat/lobby").await;
     huge.send_json(&json!({"text": "x".repeat(70 * 1024)}))
         .await;
-    assert_eq!(huge.skip_to_close().await.expect("a close").0, 1009);
+    assert_eq!(huge.expect_close().await.0, 1009);
     // Nothing of that was broadcast; the room still works.
     calm.send_json(&json!("still here")).await;
     assert_eq!(
-        chat_message(&mut calm).await,
+        calm.recv_json::<Value>().await,
         json!({"room": "lobby", "message": "still here"})
     );
     drop((broken, binary, huge));
@@ -309,12 +284,7 @@ async fn chat_serves_its_page_and_shuts_down_gracefully_with_1001() {
         json!({"connections": 2, "groups": {"chat_x": 1, "chat_y": 1}}),
     )
     .await;
-    let closes = tokio::spawn(async move {
-        (
-            a.skip_to_close().await.expect("a close"),
-            b.skip_to_close().await.expect("a close"),
-        )
-    });
+    let closes = tokio::spawn(async move { (a.expect_close().await, b.expect_close().await) });
     let status = chat.terminate().await;
     assert!(status.success(), "exits cleanly on SIGTERM: {status}");
     let (a, b) = closes.await.unwrap();
@@ -744,6 +714,7 @@ async fn two_pages_on_a_cluster_recover_what_was_said_while_a_server_restarted()
         [
             ("SWITCHBOARD_REDIS_URL", url.clone()),
             ("SWITCHBOARD_ADDR", addr.to_owned()),
+            ("SWITCHBOARD_RECOVERY", "1".to_owned()),
         ]
     };
     let start = |addr: String| {
