@@ -109,7 +109,9 @@ impl ChannelBox {
         group: impl AsRef<str>,
         since: Option<&Position>,
     ) -> Result<Joined, Error> {
-        self.table().add_from(channel, group.as_ref(), since).await
+        // Boxed: the join with its stream read is not part of the caller's (the handler's)
+        // state for the life of the connection.
+        Box::pin(self.table().add_from(channel, group.as_ref(), since)).await
     }
 
     /// Removes `channel` from `group`; a group without members disappears.
