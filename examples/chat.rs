@@ -45,39 +45,11 @@ async fn chat_room(
     app: App,
     State(rooms): State<Rooms>,
 ) -> Result<(), WsError> {
-    // A client coming back says where it was: `?since=EPOCH:OFFSET`.
-    let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
     ws.accept().await?;
     let channel = Channel::new(&ws);
-    let group = format!("chat_{room}");
-    let joined = if rooms.recoverable {
-        app.channels()
-            .add_channel_to_group_from(&channel, &group, since.as_ref())
-            .await
-            .map(Some)
-    } else {
-        // The seed's bare messages, as before.
-        app.channels()
-            .add_channel_to_group(&channel, &group)
-            .await
-            .map(|_| None)
-    };
-    match joined {
-        // Where the room's stream stood, and whether what the client missed was recovered
-        // (it came first); the client re-syncs when it was not.
-        Ok(Some(joined)) => ws.send_json(&join_report(&joined)).await?,
-        Ok(None) => {}
-        Err(e) if e.kind() == switchboard::ErrorKind::Broker => {
-            // In a cluster whose Redis is unreachable: the room still works on this server
-            // (without recovery), and the broker subscribes it to the other servers when
-            // Redis is back.
-            eprintln!("room {room}: {e}");
-            if rooms.recoverable {
-                let _ = app.channels().add_channel_to_group(&channel, &group).await;
-            }
-        }
-        Err(e) => return Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string())),
-    }
+    // Boxed: the join's state is not part of the handler's for the life of the connection
+    // (every idle connection would carry it).
+    Box::pin(join(&ws, &app, &channel, &room, rooms)).await?;
     while let Some(message) = ws.receive_json::<Value>().await? {
         let msg = RoomMessage {
             room: room.clone(),
@@ -86,6 +58,49 @@ async fn chat_room(
         app.events().emit("room.message", msg).await;
     }
     Ok(()) // the channel leaves its group when the connection ends
+}
+
+/// Joins the room's group: from the client's position when the rooms are recoverable (and
+/// answers with the join report), as the seed does otherwise.
+async fn join(
+    ws: &WebSocket,
+    app: &App,
+    channel: &Channel,
+    room: &str,
+    rooms: Rooms,
+) -> Result<(), WsError> {
+    let group = format!("chat_{room}");
+    let joined = if rooms.recoverable {
+        // A client coming back says where it was: `?since=EPOCH:OFFSET`.
+        let since = Position::from_query(ws).map_err(|e| WsError::close(4400, e.to_string()))?;
+        app.channels()
+            .add_channel_to_group_from(channel, &group, since.as_ref())
+            .await
+            .map(Some)
+    } else {
+        // The seed's bare messages, as before.
+        app.channels()
+            .add_channel_to_group(channel, &group)
+            .await
+            .map(|_| None)
+    };
+    match joined {
+        // Where the room's stream stood, and whether what the client missed was recovered
+        // (it came first); the client re-syncs when it was not.
+        Ok(Some(joined)) => ws.send_json(&join_report(&joined)).await,
+        Ok(None) => Ok(()),
+        Err(e) if e.kind() == switchboard::ErrorKind::Broker => {
+            // In a cluster whose Redis is unreachable: the room still works on this server
+            // (without recovery), and the broker subscribes it to the other servers when
+            // Redis is back.
+            eprintln!("room {room}: {e}");
+            if rooms.recoverable {
+                let _ = app.channels().add_channel_to_group(channel, &group).await;
+            }
+            Ok(())
+        }
+        Err(e) => Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string())),
+    }
 }
 
 /// `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable"}`,
