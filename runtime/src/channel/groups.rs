@@ -281,26 +281,18 @@ impl Groups {
         read: &crate::broker::StreamRead,
     ) -> Recovery {
         let delivered = history.last_id();
-        let from_stream: Vec<(u64, Utf8Bytes)> = read
+        let from_stream: Vec<(u64, &str)> = read
             .entries
             .iter()
             .filter(|(offset, _)| *offset > since && *offset <= delivered)
-            .filter_map(|(offset, payload)| {
-                Utf8Bytes::try_from(payload.clone())
-                    .ok()
-                    .map(|p| (*offset, p))
-            })
+            .filter_map(|(offset, payload)| Some((*offset, std::str::from_utf8(payload).ok()?)))
             .collect();
         let read_to = from_stream.last().map_or(since, |(offset, _)| *offset);
         let max_age = self.histories.limits().max_age;
         let from_here = history.between(read_to, delivered, max_age);
-        let missed: Vec<(u64, Utf8Bytes)> = from_stream
+        let missed: Vec<(u64, &str)> = from_stream
             .into_iter()
-            .chain(
-                from_here
-                    .iter()
-                    .map(|e| (e.id, Utf8Bytes::from(e.text().to_owned()))),
-            )
+            .chain(from_here.iter().map(|e| (e.id, e.text())))
             .collect();
         let complete = missed
             .iter()
@@ -310,13 +302,7 @@ impl Groups {
         if !complete {
             return Recovery::NotRecoverable(NotRecoverable::TooFarBehind);
         }
-        for (offset, payload) in &missed {
-            let frame = Frame::Json(envelope(history.epoch(), *offset, payload.as_str()));
-            if conn.offer(&frame) != Offer::Queued {
-                return Recovery::NotRecoverable(NotRecoverable::QueueFull);
-            }
-        }
-        Recovery::Recovered(missed.len())
+        queue_missed(conn, history.epoch(), &missed)
     }
 
     fn stream_limits(&self) -> crate::broker::StreamLimits {
@@ -365,13 +351,8 @@ impl Groups {
         let Some(missed) = history.after(since.offset, self.histories.limits().max_age) else {
             return Recovery::NotRecoverable(NotRecoverable::TooFarBehind);
         };
-        for entry in &missed {
-            let frame = Frame::Json(envelope(history.epoch(), entry.id, entry.text()));
-            if conn.offer(&frame) != Offer::Queued {
-                return Recovery::NotRecoverable(NotRecoverable::QueueFull);
-            }
-        }
-        Recovery::Recovered(missed.len())
+        let missed: Vec<(u64, &str)> = missed.iter().map(|e| (e.id, e.text())).collect();
+        queue_missed(conn, history.epoch(), &missed)
     }
 
     /// Subscribes this server to the group through the broker, once per group.
@@ -855,6 +836,18 @@ impl Groups {
             publish_failures: self.counters.publish_failures.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Queues the missed messages (offset, payload) for `conn`, each in its envelope, before any
+/// newer one (the caller holds the group's lock).
+fn queue_missed(conn: &Conn, epoch: &str, missed: &[(u64, &str)]) -> Recovery {
+    for (offset, payload) in missed {
+        let frame = Frame::Json(envelope(epoch, *offset, payload));
+        if conn.offer(&frame) != Offer::Queued {
+            return Recovery::NotRecoverable(NotRecoverable::QueueFull);
+        }
+    }
+    Recovery::Recovered(missed.len())
 }
 
 /// Records in `report` whether the broker took a message.
