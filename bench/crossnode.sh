@@ -8,9 +8,13 @@
 #
 #   bench/crossnode.sh                 3 runs (~3 min)
 #   RUNS=1 bench/crossnode.sh
+#   MODES="local one two one_rec two_rec" bench/crossnode.sh
+#                                      also with recoverable rooms (SWITCHBOARD_RECOVERY=1):
+#                                      every message through the stream script (~5 min)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUNS="${RUNS:-3}"
+MODES="${MODES:-local one two}"
 OUT="$ROOT/bench/results/cross-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -38,23 +42,25 @@ REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT" || { log "redis-server did not start"; exit 1; }
 
-# start_chat PORT [REDIS_URL]: prints the pid
+# start_chat PORT REDIS_URL RECOVERY: prints the pid. Modes one and two have plain rooms (one
+# PUBLISH per message, as measured before recoverable rooms became the cluster default).
 start_chat() {
-  SWITCHBOARD_ADDR="127.0.0.1:$1" SWITCHBOARD_REDIS_URL="${2:-}" taskset -c 0 "$CHAT" \
+  SWITCHBOARD_RECOVERY="$3" SWITCHBOARD_ADDR="127.0.0.1:$1" SWITCHBOARD_REDIS_URL="$2" taskset -c 0 "$CHAT" \
     >>"$OUT/chat-$1.log" 2>&1 &
   echo $!
 }
 
 run_mode() { # mode run
-  local mode="$1" run="$2" p1 p2 pid1 pid2="" urls=() pids=() url=""
+  local mode="$1" run="$2" p1 p2 pid1 pid2="" urls=() pids=() url="" recovery=0
   p1="$(free_port)"
   [ "$mode" = local ] || url="redis://127.0.0.1:$REDIS_PORT/"
-  pid1="$(start_chat "$p1" "$url")"; PIDS+=("$pid1")
+  [[ "$mode" == *_rec ]] && recovery=1
+  pid1="$(start_chat "$p1" "$url" "$recovery")"; PIDS+=("$pid1")
   wait_port "$p1"
   urls=(--url "ws://127.0.0.1:$p1/chat/r"); pids=(--server-pid "$pid1" --server-pid "$REDIS_PID")
-  if [ "$mode" = two ]; then
+  if [[ "$mode" == two* ]]; then
     p2="$(free_port)"
-    pid2="$(start_chat "$p2" "$url")"; PIDS+=("$pid2")
+    pid2="$(start_chat "$p2" "$url" "$recovery")"; PIDS+=("$pid2")
     wait_port "$p2"
     urls+=(--url "ws://127.0.0.1:$p2/chat/r"); pids+=(--server-pid "$pid2")
   fi
@@ -76,7 +82,7 @@ run_mode() { # mode run
 }
 
 for run in $(seq 1 "$RUNS"); do
-  for mode in local one two; do
+  for mode in $MODES; do
     run_mode "$mode" "$run"
   done
 done
@@ -96,11 +102,13 @@ def med(mode, scenario, get):
     vals = [v for v in vals if isinstance(v, (int, float))]
     return statistics.median(vals) if vals else None
 names = {"local": "one server, in-process broker", "one": "one server, Redis broker",
-         "two": "two servers, one Redis (half the members on each)"}
+         "two": "two servers, one Redis (half the members on each)",
+         "one_rec": "one server, Redis, recoverable room",
+         "two_rec": "two servers, one Redis, recoverable room"}
 print("| setup | (a) deliveries/s | (a) p99 ms | (a) CPU us/delivery (servers + Redis) | (b) p50 ms | (b) p99 ms | lost / reordered |")
 print("|---|---|---|---|---|---|---|")
 base = {}
-for mode in ("local", "one", "two"):
+for mode in [m for m in names if rows.get((m, "a"))]:
     a_rate = med(mode, "a", lambda o: o["deliveries_per_sec"])
     a_p99 = med(mode, "a", lambda o: o["lat_ms"]["p99"])
     a_cpu = med(mode, "a", lambda o: o["server_cpu_us_per_delivery"])

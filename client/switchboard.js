@@ -3,16 +3,17 @@
 //   import { Switchboard } from "/client/switchboard.js";
 //   const chat = new Switchboard("/chat/lobby");
 //   chat.on("status", (status, detail) => ...);   // connecting, open, reconnecting, closed
-//   chat.on("message", (data, position) => ...);  // position: {epoch, offset} or null
-//   chat.on("resync", (reason) => ...);           // missed messages could not be recovered
+//   chat.on("message", (data, position) => ...);  // position: {group, epoch, offset} or null
+//   chat.on("resync", (reason, group) => ...);    // missed messages could not be recovered
 //   chat.send({ text: "hi" });                    // queued (bounded) while reconnecting
 //   chat.close();
 //
-// It reconnects by itself with exponential backoff and full jitter (capped), and resumes a
-// recoverable group from the last position it got: messages of a recoverable group arrive as
-// {"epoch":..,"offset":..,"data":..}; the client keeps the last epoch:offset and reconnects
-// with ?since=EPOCH:OFFSET. The server's join report, {"position":"E:O","recovery":..}, tells
-// it where the stream stood at the join and whether the missed messages were recovered.
+// It reconnects by itself with exponential backoff and full jitter (capped), and resumes every
+// recoverable group from the last position it got there: messages of a recoverable group
+// arrive as {"group":..,"epoch":..,"offset":..,"data":..}; the client keeps the last
+// epoch:offset of each group and reconnects with ?since=GROUP:EPOCH:OFFSET, one per group. The
+// server's join report, {"group":..,"position":"E:O","recovery":..}, tells it where the
+// group's stream stood at the join and whether the missed messages were recovered.
 
 /** Human reasons for the close codes a user may meet. */
 const CLOSE_REASONS = {
@@ -59,7 +60,7 @@ export class Switchboard {
    * @param {string} url the route, absolute (ws://, wss://, http://, https://) or relative to
    *   the page (`/chat/lobby`).
    * @param {object} options `maxQueue` (messages kept while not connected, default 100),
-   *   `backoff` ({min, max} in ms), `position` ({epoch, offset} to resume from), and, for
+   *   `backoff` ({min, max} in ms), `positions` ([{group, epoch, offset}] to resume from), and, for
    *   tests, `WebSocket`, `random`, `setTimeout`, `clearTimeout`, `location`.
    */
   constructor(url, options = {}) {
@@ -75,7 +76,8 @@ export class Switchboard {
     };
     this.url = url;
     this.status = "connecting";
-    this.position = options.position || null;
+    /** The last position had in each recoverable group: group -> {group, epoch, offset}. */
+    this.positions = new Map((options.positions || []).map((p) => [p.group, { ...p }]));
     this.queue = [];
     this.dropped = 0;
     this.attempt = 0;
@@ -128,16 +130,15 @@ export class Switchboard {
     this.setStatus("closed", closeReason(code, reason));
   }
 
-  /** The URL of the next connection: the route with `since` when there is a position. */
+  /** The URL of the next connection: the route with a `since` for each group's position. */
   address() {
     const base = this.options.location ? this.options.location.href : undefined;
     const url = new URL(this.url, base);
     if (url.protocol === "http:") url.protocol = "ws:";
     if (url.protocol === "https:") url.protocol = "wss:";
-    if (this.position) {
-      url.searchParams.set("since", this.position.epoch + ":" + this.position.offset);
-    } else {
-      url.searchParams.delete("since");
+    url.searchParams.delete("since");
+    for (const { group, epoch, offset } of this.positions.values()) {
+      url.searchParams.append("since", group + ":" + epoch + ":" + offset);
     }
     return url.toString();
   }
@@ -190,11 +191,12 @@ export class Switchboard {
       return;
     }
     if (isEnvelope(value)) {
-      const known = this.position;
+      const known = this.positions.get(value.group);
       // A server that lags the one this client left may hand back what it already has.
       if (known && known.epoch === value.epoch && value.offset <= known.offset) return;
-      this.position = { epoch: value.epoch, offset: value.offset };
-      this.emit("message", value.data, this.position);
+      const position = { group: value.group, epoch: value.epoch, offset: value.offset };
+      this.positions.set(value.group, position);
+      this.emit("message", value.data, position);
       return;
     }
     if (isJoinReport(value)) {
@@ -204,16 +206,17 @@ export class Switchboard {
     this.emit("message", value, null);
   }
 
-  /** The server's join report: where the stream stood, and what was recovered. */
+  /** The server's join report: where the group's stream stood, and what was recovered. */
   joined(report) {
     const [epoch, offset] = splitPosition(report.position);
-    const known = this.position;
+    const group = report.group;
+    const known = this.positions.get(group);
     // Messages after the join may have arrived before the report: never go back.
     if (!known || known.epoch !== epoch || known.offset < offset) {
-      this.position = { epoch, offset };
+      this.positions.set(group, { group, epoch, offset });
     }
     if (report.recovery === "not_recoverable") {
-      this.emit("resync", report.reason || "missed messages could not be recovered");
+      this.emit("resync", report.reason || "missed messages could not be recovered", group);
     }
   }
 
@@ -239,10 +242,11 @@ function isEnvelope(value) {
   return (
     value !== null &&
     typeof value === "object" &&
+    typeof value.group === "string" &&
     typeof value.epoch === "string" &&
     Number.isInteger(value.offset) &&
     "data" in value &&
-    Object.keys(value).length === 3
+    Object.keys(value).length === 4
   );
 }
 
@@ -250,6 +254,7 @@ function isJoinReport(value) {
   return (
     value !== null &&
     typeof value === "object" &&
+    typeof value.group === "string" &&
     typeof value.position === "string" &&
     typeof value.recovery === "string" &&
     splitPosition(value.position) !== null

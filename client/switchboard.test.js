@@ -85,7 +85,7 @@ function client(options = {}) {
   });
   sb.on("status", (status, detail) => statuses.push([status, detail]));
   sb.on("message", (data, position) => messages.push([data, position]));
-  sb.on("resync", (reason) => resyncs.push(reason));
+  sb.on("resync", (reason, group) => resyncs.push([reason, group]));
   return { sb, timers, statuses, messages, resyncs, socket: () => FakeSocket.all.at(-1) };
 }
 
@@ -128,40 +128,69 @@ test("it reconnects after a lost connection, with growing delays, and says so", 
 
 test("it resumes from the last position it got, and never goes back", () => {
   const { sb, timers, messages, resyncs, socket } = client();
+  const at = (epoch, offset) => ({ group: "chat_lobby", epoch, offset });
+  const lobby = () => sb.positions.get("chat_lobby");
   assert.equal(socket().url, "ws://example.test/chat/lobby", "no position at first");
   socket().open();
-  socket().message({ epoch: "e1", offset: 7, data: { text: "a" } });
-  socket().message({ epoch: "e1", offset: 8, data: { text: "b" } });
+  socket().message({ group: "chat_lobby", epoch: "e1", offset: 7, data: { text: "a" } });
+  socket().message({ group: "chat_lobby", epoch: "e1", offset: 8, data: { text: "b" } });
   // The join report comes after live messages: it does not move the position back.
-  socket().message({ position: "e1:6", recovery: "fresh" });
-  assert.deepEqual(sb.position, { epoch: "e1", offset: 8 });
+  socket().message({ group: "chat_lobby", position: "e1:6", recovery: "fresh", reason: null });
+  assert.deepEqual(lobby(), at("e1", 8));
   assert.deepEqual(messages, [
-    [{ text: "a" }, { epoch: "e1", offset: 7 }],
-    [{ text: "b" }, { epoch: "e1", offset: 8 }],
+    [{ text: "a" }, at("e1", 7)],
+    [{ text: "b" }, at("e1", 8)],
   ]);
   socket().drop(1006);
   timers.fire();
-  assert.equal(socket().url, "ws://example.test/chat/lobby?since=e1%3A8");
+  assert.equal(socket().url, "ws://example.test/chat/lobby?since=chat_lobby%3Ae1%3A8");
   socket().open();
-  socket().message({ position: "e1:9", recovery: "recovered" });
-  assert.deepEqual(sb.position, { epoch: "e1", offset: 9 });
+  socket().message({ group: "chat_lobby", position: "e1:9", recovery: "recovered" });
+  assert.deepEqual(lobby(), at("e1", 9));
   // Not recoverable: told once, and the position is the new stream's.
   socket().drop(1006);
   timers.fire();
   socket().open();
-  socket().message({ position: "e2:3", recovery: "not_recoverable", reason: "EpochChanged" });
-  assert.deepEqual(resyncs, ["EpochChanged"]);
-  assert.deepEqual(sb.position, { epoch: "e2", offset: 3 });
+  socket().message({
+    group: "chat_lobby",
+    position: "e2:3",
+    recovery: "not_recoverable",
+    reason: "EpochChanged",
+  });
+  assert.deepEqual(resyncs, [["EpochChanged", "chat_lobby"]]);
+  assert.deepEqual(lobby(), at("e2", 3));
   // A message it already has (a lagging server) is not handed on twice.
-  socket().message({ epoch: "e2", offset: 3, data: "again" });
+  socket().message({ group: "chat_lobby", epoch: "e2", offset: 3, data: "again" });
   assert.equal(messages.length, 2);
   // Anything else is a plain message, parsed when it is JSON.
   socket().message({ room: "lobby" });
+  socket().message({ epoch: "e2", offset: 4, data: "no group: not an envelope" });
   socket().message("not json");
   assert.deepEqual(messages.slice(2), [
     [{ room: "lobby" }, null],
+    [{ epoch: "e2", offset: 4, data: "no group: not an envelope" }, null],
     ["not json", null],
   ]);
+});
+
+test("it resumes every recoverable group of its socket, each from its own position", () => {
+  const { sb, timers, messages, socket } = client({
+    positions: [{ group: "news", epoch: "n1", offset: 40 }],
+  });
+  assert.equal(socket().url, "ws://example.test/chat/lobby?since=news%3An1%3A40");
+  socket().open();
+  socket().message({ group: "chat:lobby", epoch: "c1", offset: 5, data: "hi" });
+  socket().message({ group: "news", epoch: "n1", offset: 41, data: "headline" });
+  // The same epoch and offset in another group is another message.
+  socket().message({ group: "other", epoch: "c1", offset: 5, data: "other stream" });
+  assert.deepEqual(
+    messages.map(([data]) => data),
+    ["hi", "headline", "other stream"],
+  );
+  socket().drop(1001);
+  timers.fire();
+  const since = new URL(socket().url).searchParams.getAll("since");
+  assert.deepEqual(since.sort(), ["chat:lobby:c1:5", "news:n1:41", "other:c1:5"]);
 });
 
 test("messages sent while reconnecting wait in a bounded queue", () => {
@@ -201,7 +230,7 @@ test("close() ends it cleanly, and a replaced socket's late events are ignored",
   const second = socket();
   second.open();
   // The first socket's late events change nothing.
-  first.message({ epoch: "e1", offset: 1, data: "late" });
+  first.message({ group: "g", epoch: "e1", offset: 1, data: "late" });
   first.onclose?.({ code: 1006, reason: "" });
   assert.equal(sb.status, "open");
   assert.equal(messages.length, 0);

@@ -1,13 +1,15 @@
-//! The chat application of the seed, with recovery after a reconnect when asked:
+//! The chat application of the seed, with recovery after a reconnect in a cluster:
 //!
 //! - `GET /chat/{room}` (WebSocket): joins group `chat_{room}`; every JSON message the client
 //!   sends is emitted as `room.message` with `{"room": room, "message": msg}`, and the listener
 //!   sends it to every member of the room, the sender included.
-//! - With `SWITCHBOARD_RECOVERY=1`, rooms are recoverable groups: members get each message in
-//!   an envelope `{"epoch": .., "offset": .., "data": {"room": .., "message": ..}}`, and a
-//!   client that comes back with `?since=EPOCH:OFFSET` gets what it missed first. After
-//!   joining, a client gets `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" |
-//!   "not_recoverable"}`. Without it (the default, as the seed), messages are bare.
+//! - In a cluster (`SWITCHBOARD_REDIS_URL` set), or with `SWITCHBOARD_RECOVERY=1`, rooms are
+//!   recoverable groups (`SWITCHBOARD_RECOVERY=0` turns it off): members get each message in
+//!   an envelope `{"group": "chat_<room>", "epoch": .., "offset": .., "data": {"room": ..,
+//!   "message": ..}}`, and a client that comes back with `?since=chat_<room>:EPOCH:OFFSET`
+//!   gets what it missed first. After joining, a client gets the join report `{"group": ..,
+//!   "position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable",
+//!   "reason": ..}`. Otherwise (in one process, by default) messages are bare, as in the seed.
 //! - `GET /stats`: `{"connections": n, "groups": {"chat_<room>": members, ..}}` (this server).
 //! - `GET /cluster`: the rooms of every server, when it runs in a cluster.
 //! - `GET /`: a page to chat from a browser.
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use switchboard::axum::Json;
 use switchboard::axum::response::Html;
 use switchboard::axum::routing::get;
-use switchboard::channel::{Joined, Position, Recovery};
+use switchboard::channel::Position;
 use switchboard::prelude::*;
 
 /// The payload of `room.message`: emitted as itself, so the listener gets it without a JSON
@@ -32,7 +34,7 @@ struct RoomMessage {
     message: Value,
 }
 
-/// Whether the rooms are recoverable (`SWITCHBOARD_RECOVERY=1`).
+/// Whether the rooms are recoverable (in a cluster, or with `SWITCHBOARD_RECOVERY=1`).
 #[derive(Clone, Copy)]
 struct Rooms {
     recoverable: bool,
@@ -71,8 +73,9 @@ async fn join(
 ) -> Result<(), WsError> {
     let group = format!("chat_{room}");
     let joined = if rooms.recoverable {
-        // A client coming back says where it was: `?since=EPOCH:OFFSET`.
-        let since = Position::from_query(ws).map_err(|e| WsError::close(4400, e.to_string()))?;
+        // A client coming back says where it was: `?since=GROUP:EPOCH:OFFSET`.
+        let since =
+            Position::from_query(ws, &group).map_err(|e| WsError::close(4400, e.to_string()))?;
         app.channels()
             .add_channel_to_group_from(channel, &group, since.as_ref())
             .await
@@ -87,7 +90,7 @@ async fn join(
     match joined {
         // Where the room's stream stood, and whether what the client missed was recovered
         // (it came first); the client re-syncs when it was not.
-        Ok(Some(joined)) => ws.send_json(&join_report(&joined)).await,
+        Ok(Some(joined)) => ws.send_json(&joined).await,
         Ok(None) => Ok(()),
         Err(e) if e.kind() == switchboard::ErrorKind::Broker => {
             // In a cluster whose Redis is unreachable: the room still works on this server
@@ -101,18 +104,6 @@ async fn join(
         }
         Err(e) => Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string())),
     }
-}
-
-/// `{"position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable"}`,
-/// as the browser client reads it.
-fn join_report(joined: &Joined) -> Value {
-    let (recovery, reason) = match &joined.recovery {
-        Recovery::Fresh => ("fresh", None),
-        Recovery::Recovered(_) => ("recovered", None),
-        Recovery::NotRecoverable(why) => ("not_recoverable", Some(why.to_string())),
-        _ => ("not_recoverable", Some("unknown".to_owned())),
-    };
-    json!({ "position": joined.position.to_string(), "recovery": recovery, "reason": reason })
 }
 
 #[on("room.message")]
@@ -152,7 +143,18 @@ async fn page() -> Html<&'static str> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let recoverable = std::env::var("SWITCHBOARD_RECOVERY").is_ok_and(|v| v == "1");
+    // Recoverable rooms in a cluster (a client that drops, or whose server restarts, gets
+    // what it missed on any server); in one process the rooms keep the seed's bare messages
+    // unless asked. SWITCHBOARD_RECOVERY=1 or 0 says so either way.
+    let recoverable = match std::env::var("SWITCHBOARD_RECOVERY").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        Ok(other) => {
+            eprintln!("error: SWITCHBOARD_RECOVERY={other}: expected 1 (on) or 0 (off)");
+            return std::process::ExitCode::FAILURE;
+        }
+        Err(_) => std::env::var("SWITCHBOARD_REDIS_URL").is_ok_and(|url| !url.is_empty()),
+    };
     switchboard_examples::run(|app| {
         let app = app
             .state(Rooms { recoverable })

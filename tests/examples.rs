@@ -196,9 +196,22 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
     let env = [("SWITCHBOARD_REDIS_URL", url.as_str())];
     let one = Example::start_with("chat", &env).await;
     let two = Example::start_with("chat", &env).await;
+    // In a cluster the rooms are recoverable by default: each join is answered with its
+    // report.
     let mut alice = one.connect("/chat/lobby").await;
     let mut bob = two.connect("/chat/lobby").await;
     let mut carol = two.connect("/chat/elsewhere").await;
+    for (member, group) in [
+        (&mut alice, "chat_lobby"),
+        (&mut bob, "chat_lobby"),
+        (&mut carol, "chat_elsewhere"),
+    ] {
+        let report: Value = member.recv_json().await;
+        assert_eq!(
+            (&report["group"], &report["recovery"]),
+            (&json!(group), &json!("fresh"))
+        );
+    }
     // Each server counts its own members; the cluster view counts both servers'.
     stats_become(&one, json!({"connections": 1, "groups": {"chat_lobby": 1}})).await;
     let mut cluster = Value::Null;
@@ -216,20 +229,28 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
 
     alice.send_json(&json!("hi bob")).await;
     bob.send_json(&json!("hi alice")).await;
+    // Both get both, in the room stream's one order, with its offsets.
+    let mut seen = Vec::new();
     for member in [&mut alice, &mut bob] {
-        let mut got = vec![
+        let got = [
             member.recv_json::<Value>().await,
             member.recv_json::<Value>().await,
         ];
-        got.sort_by_key(Value::to_string);
+        let offsets: Vec<&Value> = got.iter().map(|m| &m["offset"]).collect();
+        assert_eq!(offsets, [&json!(1), &json!(2)], "{got:?}");
+        let data: Vec<Value> = got.iter().map(|m| m["data"].clone()).collect();
+        seen.push(data.clone());
+        let mut sorted = data;
+        sorted.sort_by_key(Value::to_string);
         assert_eq!(
-            got,
+            sorted,
             [
                 json!({"room": "lobby", "message": "hi alice"}),
                 json!({"room": "lobby", "message": "hi bob"}),
             ]
         );
     }
+    assert_eq!(seen[0], seen[1], "one order for every member");
     assert_eq!(carol.recv_within(Duration::from_millis(100)).await, None);
     drop((alice, bob, carol));
     assert!(one.terminate().await.success());
@@ -425,6 +446,7 @@ async fn fails_to_start(name: &str, env: &[(&str, &str)]) -> String {
     let run = Command::new(&binary)
         .env_remove("SWITCHBOARD_REDIS_URL")
         .env_remove("SWITCHBOARD_REDIS_CA")
+        .env_remove("SWITCHBOARD_RECOVERY")
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -503,6 +525,19 @@ async fn a_bad_redis_setting_ends_with_one_line_naming_it() {
     assert!(
         line.starts_with("error: SWITCHBOARD_REDIS_CA=/nonexistent/ca.pem: cannot read"),
         "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_recovery_setting_ends_with_one_line() {
+    let env = [
+        ("SWITCHBOARD_ADDR", "127.0.0.1:0"),
+        ("SWITCHBOARD_RECOVERY", "yes"),
+    ];
+    let line = fails_to_start("chat", &env).await;
+    assert_eq!(
+        line,
+        "error: SWITCHBOARD_RECOVERY=yes: expected 1 (on) or 0 (off)"
     );
 }
 
@@ -714,7 +749,6 @@ async fn two_pages_on_a_cluster_recover_what_was_said_while_a_server_restarted()
         [
             ("SWITCHBOARD_REDIS_URL", url.clone()),
             ("SWITCHBOARD_ADDR", addr.to_owned()),
-            ("SWITCHBOARD_RECOVERY", "1".to_owned()),
         ]
     };
     let start = |addr: String| {

@@ -195,8 +195,9 @@ impl Browser {
                     "CI is set and this test needs chromium and chromedriver: {CHROMIUM_INSTALL}"
                 );
             }
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
             eprintln!(
-                "skipped the admin page test in Chromium: chromium or chromedriver is not on the PATH; {CHROMIUM_INSTALL} to run it"
+                "skipped {test} (it runs in Chromium): chromium or chromedriver is not on the PATH; {CHROMIUM_INSTALL} to run it"
             );
             return None;
         }

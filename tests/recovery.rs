@@ -12,7 +12,8 @@ use switchboard::testing::{Received, TestClient, TestServer};
 /// Joins `room` from the `since` query parameter, reports the join, then reads until closed.
 #[ws_route("/rec/{room}")]
 async fn rec(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
-    let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
+    let since =
+        Position::from_query(&ws, &room).map_err(|e| WsError::close(4400, e.to_string()))?;
     ws.accept().await?;
     let joined = channels
         .add_channel_to_group_from(&ws.channel(), &room, since.as_ref())
@@ -26,6 +27,29 @@ async fn rec(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<()
     };
     ws.send_json(&json!({ "joined": joined.position.to_string(), "recovery": recovery }))
         .await?;
+    while ws.receive().await?.is_some() {}
+    Ok(())
+}
+
+/// One socket in several recoverable groups (`?groups=a,b`), each joined from its own
+/// position; each join answered with the framework's report (`Joined` serialised).
+#[ws_route("/multi")]
+async fn multi(mut ws: WebSocket, channels: ChannelBox) -> Result<(), WsError> {
+    let groups = ws.query_param("groups").unwrap_or_default();
+    let mut joins = Vec::new();
+    for group in groups.split(',') {
+        let since =
+            Position::from_query(&ws, group).map_err(|e| WsError::close(4400, e.to_string()))?;
+        joins.push((group.to_owned(), since));
+    }
+    ws.accept().await?;
+    for (group, since) in joins {
+        let joined = channels
+            .add_channel_to_group_from(&ws.channel(), &group, since.as_ref())
+            .await
+            .map_err(|e| WsError::close(4404, e.to_string()))?;
+        ws.send_json(&joined).await?;
+    }
     while ws.receive().await?.is_some() {}
     Ok(())
 }
@@ -70,6 +94,10 @@ async fn next(client: &mut TestClient) -> Got {
             recovery: value["recovery"].clone(),
         };
     }
+    assert!(
+        value["group"].is_string(),
+        "an envelope names its group: {value}"
+    );
     Got::Message {
         epoch: value["epoch"].as_str().expect("an envelope").to_owned(),
         offset: value["offset"].as_u64().unwrap(),
@@ -319,6 +347,94 @@ async fn a_position_that_cannot_be_served_says_why() {
     assert_ne!(after.epoch, epoch);
     assert_eq!(after.offset, 1);
     expect(format!("{epoch}:10"), "EpochChanged").await;
+    server.shutdown().await;
+}
+
+/// A socket in two recoverable groups comes back with a position for each (`since` once per
+/// group): it gets each group's missed messages, each group's join report, and a position
+/// named for another group does not apply.
+#[tokio::test]
+async fn one_socket_resumes_each_of_its_groups_from_its_own_position() {
+    let app = app(100);
+    let server = TestServer::start(app.clone()).await;
+    let send = |group: &'static str, n: u64| {
+        let app = app.clone();
+        async move {
+            let report = app.channels().group_send(group, &json!({ "n": n })).await;
+            report.unwrap().position.unwrap()
+        }
+    };
+    let mut client = server.connect("/multi?groups=room-m1,room-m2").await;
+    for group in ["room-m1", "room-m2"] {
+        let report: Value = client.recv_json().await;
+        assert_eq!(report["group"], group);
+        assert_eq!(
+            (&report["recovery"], &report["reason"]),
+            (&json!("fresh"), &Value::Null)
+        );
+    }
+    let m1 = send("room-m1", 0).await;
+    let m2 = send("room-m2", 0).await;
+    for (group, position) in [("room-m1", &m1), ("room-m2", &m2)] {
+        let got: Value = client.recv_json().await;
+        let want =
+            json!({ "group": group, "epoch": position.epoch, "offset": 1, "data": { "n": 0 } });
+        assert_eq!(got, want);
+    }
+    drop(client);
+    // Missed: two in room-m1, one in room-m2, interleaved.
+    send("room-m1", 1).await;
+    send("room-m2", 1).await;
+    send("room-m1", 2).await;
+    let (e1, e2) = (&m1.epoch, &m2.epoch);
+    let mut client = server
+        .connect(&format!(
+            "/multi?groups=room-m1,room-m2&since=room-m2:{e2}:1&since=room-m1:{e1}:1"
+        ))
+        .await;
+    let mut frames = Vec::new();
+    for _ in 0..5 {
+        frames.push(client.recv_json::<Value>().await);
+    }
+    assert_eq!(
+        frames,
+        [
+            json!({ "group": "room-m1", "epoch": e1, "offset": 2, "data": { "n": 1 } }),
+            json!({ "group": "room-m1", "epoch": e1, "offset": 3, "data": { "n": 2 } }),
+            json!({ "group": "room-m1", "position": format!("{e1}:3"), "recovery": "recovered", "reason": null }),
+            json!({ "group": "room-m2", "epoch": e2, "offset": 2, "data": { "n": 1 } }),
+            json!({ "group": "room-m2", "position": format!("{e2}:2"), "recovery": "recovered", "reason": null }),
+        ]
+    );
+    drop(client);
+    // A position of another epoch: the report says why, for that group alone.
+    let mut client = server
+        .connect(&format!(
+            "/multi?groups=room-m1,room-m2&since=room-m1:{e1}:3&since=room-m2:gone:1"
+        ))
+        .await;
+    let report: Value = client.recv_json().await;
+    assert_eq!(
+        report["recovery"], "recovered",
+        "nothing missed in room-m1: {report}"
+    );
+    assert_eq!(report["position"], format!("{e1}:3"));
+    let report: Value = client.recv_json().await;
+    assert_eq!(
+        report,
+        json!({ "group": "room-m2", "position": format!("{e2}:2"), "recovery": "not_recoverable",
+                "reason": "the group's history was lost since (new epoch)" })
+    );
+    drop(client);
+    // A position named for another group does not apply; one without a group does.
+    let mut client = server
+        .connect(&format!("/rec/room-m1?since=room-m2:{e2}:1"))
+        .await;
+    let (_, recovery, replayed) = until_joined(&mut client).await;
+    assert_eq!((recovery, replayed.len()), (json!("fresh"), 0));
+    let mut client = server.connect(&format!("/rec/room-m1?since={e1}:2")).await;
+    let (_, recovery, replayed) = until_joined(&mut client).await;
+    assert_eq!((recovery, replayed.len()), (json!({ "recovered": 1 }), 1));
     server.shutdown().await;
 }
 

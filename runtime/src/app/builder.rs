@@ -493,7 +493,7 @@ impl Builder {
     /// recoverable: every message sent to them is saved in the group's history (bounded as
     /// [`history_limits`](Builder::history_limits) and
     /// [`history_max_age`](Builder::history_max_age) say) with a position, reaches members in
-    /// an envelope `{"epoch":..,"offset":..,"data":..}`, and a client that rejoins with its
+    /// an envelope `{"group":..,"epoch":..,"offset":..,"data":..}`, and a client that rejoins with its
     /// last position gets what it missed
     /// ([`ChannelBox::add_channel_to_group_from`](crate::ChannelBox::add_channel_to_group_from)).
     /// Call it once per pattern. Other groups keep bare payloads and pay nothing for this.

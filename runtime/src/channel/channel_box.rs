@@ -72,9 +72,11 @@ impl ChannelBox {
     /// position at the join.
     ///
     /// Members of a recoverable group get each message in an envelope,
-    /// `{"epoch":"..","offset":N,"data":PAYLOAD}`; the client keeps the last `epoch:offset`
-    /// and hands it back on reconnect, by convention as the route's `since` query parameter
-    /// ([`Position::from_query`]).
+    /// `{"group":"..","epoch":"..","offset":N,"data":PAYLOAD}`; the client keeps the last
+    /// `epoch:offset` of each group and hands it back on reconnect, by convention as the
+    /// route's `since` query parameter, once per group (`?since=GROUP:EPOCH:OFFSET`, read by
+    /// [`Position::from_query`]). Send the returned [`Joined`](super::Joined) to the client:
+    /// it serialises as the join report the browser client reads.
     ///
     /// ```no_run
     /// use switchboard::channel::{Position, Recovery};

@@ -202,9 +202,10 @@ impl Groups {
                 Some(_) if status == AddStatus::AlreadyMember => {
                     Recovery::NotRecoverable(NotRecoverable::AlreadyMember)
                 }
-                Some(since) => self.replay(conn, &history, since),
+                Some(since) => self.replay(conn, group, &history, since),
             };
             let joined = Joined {
+                group: group.to_owned(),
                 status,
                 position,
                 recovery,
@@ -258,9 +259,10 @@ impl Groups {
                 Some(since) if since.offset > read.last.max(delivered) => {
                     Recovery::NotRecoverable(NotRecoverable::Ahead)
                 }
-                Some(since) => self.replay_stream(conn, &history, since.offset, &read),
+                Some(since) => self.replay_stream(conn, group, &history, since.offset, &read),
             };
             let joined = Joined {
+                group: group.to_owned(),
                 status,
                 position,
                 recovery,
@@ -276,6 +278,7 @@ impl Groups {
     fn replay_stream(
         &self,
         conn: &Conn,
+        group: &str,
         history: &GroupHistory,
         since: u64,
         read: &crate::broker::StreamRead,
@@ -302,7 +305,7 @@ impl Groups {
         if !complete {
             return Recovery::NotRecoverable(NotRecoverable::TooFarBehind);
         }
-        queue_missed(conn, history.epoch(), &missed)
+        queue_missed(conn, group, history.epoch(), &missed)
     }
 
     fn stream_limits(&self) -> crate::broker::StreamLimits {
@@ -335,13 +338,19 @@ impl Groups {
             return 0;
         };
         let mut report = SendReport::default();
-        let enveloped = envelope(epoch, offset, payload.as_str());
+        let enveloped = envelope(group, epoch, offset, payload.as_str());
         self.fan_out(&entry, enveloped, message.except, &mut report);
         report.delivered
     }
 
     /// Queues for `conn` the messages after `since`, if they can all be had.
-    fn replay(&self, conn: &Conn, history: &GroupHistory, since: &Position) -> Recovery {
+    fn replay(
+        &self,
+        conn: &Conn,
+        group: &str,
+        history: &GroupHistory,
+        since: &Position,
+    ) -> Recovery {
         if *since.epoch != **history.epoch() {
             return Recovery::NotRecoverable(NotRecoverable::EpochChanged);
         }
@@ -352,7 +361,7 @@ impl Groups {
             return Recovery::NotRecoverable(NotRecoverable::TooFarBehind);
         };
         let missed: Vec<(u64, &str)> = missed.iter().map(|e| (e.id, e.text())).collect();
-        queue_missed(conn, history.epoch(), &missed)
+        queue_missed(conn, group, history.epoch(), &missed)
     }
 
     /// Subscribes this server to the group through the broker, once per group.
@@ -589,7 +598,7 @@ impl Groups {
         let history = self.histories.of(group);
         let mut history = lock_history(&history);
         let offset = history.save(self.histories.limits(), payload.clone());
-        let enveloped = envelope(history.epoch(), offset, payload.as_str());
+        let enveloped = envelope(group, history.epoch(), offset, payload.as_str());
         if let Some(entry) = self.table.pin().get(group).cloned() {
             self.fan_out(&entry, enveloped, except, report);
         }
@@ -840,9 +849,9 @@ impl Groups {
 
 /// Queues the missed messages (offset, payload) for `conn`, each in its envelope, before any
 /// newer one (the caller holds the group's lock).
-fn queue_missed(conn: &Conn, epoch: &str, missed: &[(u64, &str)]) -> Recovery {
+fn queue_missed(conn: &Conn, group: &str, epoch: &str, missed: &[(u64, &str)]) -> Recovery {
     for (offset, payload) in missed {
-        let frame = Frame::Json(envelope(epoch, *offset, payload));
+        let frame = Frame::Json(envelope(group, epoch, *offset, payload));
         if conn.offer(&frame) != Offer::Queued {
             return Recovery::NotRecoverable(NotRecoverable::QueueFull);
         }

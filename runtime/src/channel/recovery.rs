@@ -6,8 +6,13 @@
 //! The envelope, one JSON text per message (the payload encoded once, as for any group send):
 //!
 //! ```json
-//! {"epoch":"3f9c2a71b0de","offset":42,"data":{"room":"lobby","text":"hi"}}
+//! {"group":"chat_lobby","epoch":"3f9c2a71b0de","offset":42,"data":{"room":"lobby","text":"hi"}}
 //! ```
+//!
+//! A client hands its positions back on reconnect in the `since` query parameter, once per
+//! group: `?since=GROUP:EPOCH:OFFSET` (`?since=chat_lobby:3f9c2a71b0de:42&since=news:a01:7`),
+//! or `?since=EPOCH:OFFSET` for a route that joins one group. The browser client
+//! (`client/switchboard.js`) does this for every recoverable group its socket is in.
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
@@ -20,9 +25,9 @@ use crate::{Error, ErrorKind};
 
 /// A position in a recoverable group's stream: the last message a client got.
 ///
-/// Its text form, `EPOCH:OFFSET` (as `Display` writes it and `FromStr` reads it), is the
-/// convention for handing it back on reconnect: the `since` query parameter of the route
-/// (see [`Position::from_query`]).
+/// Its text form is `EPOCH:OFFSET` (as `Display` writes it and `FromStr` reads it). A client
+/// hands it back on reconnect in the route's `since` query parameter, prefixed with the group
+/// (`GROUP:EPOCH:OFFSET`) when its socket is in several (see [`Position::from_query`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// The stream's epoch: it changes when the group's history is lost (all of it aged out,
@@ -33,15 +38,55 @@ pub struct Position {
 }
 
 impl Position {
-    /// The position in the query parameter `since` of a WebSocket route's request
-    /// (`/chat/lobby?since=3f9c2a71b0de:42`), if there is one. A value that is not a position
-    /// is an error (tell the client, do not guess).
-    pub fn from_query(ws: &crate::WebSocket) -> Result<Option<Position>, Error> {
-        ws.query_param("since")
-            .filter(|value| !value.is_empty())
-            .map(|value| value.parse())
-            .transpose()
+    /// The client's position in `group`, from the `since` query parameters of a WebSocket
+    /// route's request: the one for this group (`?since=chat_lobby:3f9c2a71b0de:42`, one
+    /// parameter per group), else one without a group (`?since=3f9c2a71b0de:42`), else
+    /// `None`. A value that is not a position is an error (tell the client, do not guess).
+    pub fn from_query(ws: &crate::WebSocket, group: &str) -> Result<Option<Position>, Error> {
+        let mut any_group = None;
+        for value in ws.query_params("since") {
+            if value.is_empty() {
+                continue;
+            }
+            match parse_since(&value)? {
+                (Some(named), position) if named == group => return Ok(Some(position)),
+                (None, position) => any_group = any_group.or(Some(position)),
+                (Some(_), _) => {}
+            }
+        }
+        Ok(any_group)
     }
+
+    fn from_parts(epoch: &str, offset: &str) -> Option<Position> {
+        let valid_epoch = !epoch.is_empty()
+            && epoch.len() <= 64
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        Some(Position {
+            epoch: valid_epoch.then(|| epoch.to_owned())?,
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+/// One `since` value: `GROUP:EPOCH:OFFSET` or `EPOCH:OFFSET` (an epoch has no `:`, a group
+/// name may).
+fn parse_since(text: &str) -> Result<(Option<&str>, Position), Error> {
+    let mut parts = text.rsplitn(3, ':');
+    let (offset, epoch, group) = (parts.next(), parts.next(), parts.next());
+    epoch
+        .filter(|_| group != Some(""))
+        .and_then(|epoch| Position::from_parts(epoch, offset?))
+        .map(|position| (group, position))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidGroup,
+                format!(
+                    "`{text}` is not a stream position: expected EPOCH:OFFSET or GROUP:EPOCH:OFFSET"
+                ),
+            )
+        })
 }
 
 impl fmt::Display for Position {
@@ -54,25 +99,14 @@ impl FromStr for Position {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Position, Error> {
-        let invalid = || {
-            Error::new(
-                ErrorKind::InvalidGroup,
-                format!("`{text}` is not a stream position: expected EPOCH:OFFSET"),
-            )
-        };
-        let (epoch, offset) = text.rsplit_once(':').ok_or_else(invalid)?;
-        let valid_epoch = !epoch.is_empty()
-            && epoch.len() <= 64
-            && epoch
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !valid_epoch {
-            return Err(invalid());
-        }
-        Ok(Position {
-            epoch: epoch.to_owned(),
-            offset: offset.parse().map_err(|_| invalid())?,
-        })
+        text.rsplit_once(':')
+            .and_then(|(epoch, offset)| Position::from_parts(epoch, offset))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidGroup,
+                    format!("`{text}` is not a stream position: expected EPOCH:OFFSET"),
+                )
+            })
     }
 }
 
@@ -81,6 +115,8 @@ impl FromStr for Position {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Joined {
+    /// The group joined.
+    pub group: String,
     /// Whether the channel was added.
     pub status: AddStatus,
     /// The group's position when the channel joined: what the client has once it read the
@@ -88,6 +124,25 @@ pub struct Joined {
     pub position: Position,
     /// What happened to the missed messages.
     pub recovery: Recovery,
+}
+
+/// The join report the browser client reads (send it to the client after the join):
+/// `{"group":"chat_lobby","position":"EPOCH:OFFSET","recovery":"fresh"|"recovered"|"not_recoverable","reason":null|"..."}`.
+impl Serialize for Joined {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let (recovery, reason) = match &self.recovery {
+            Recovery::Fresh => ("fresh", None),
+            Recovery::Recovered(_) => ("recovered", None),
+            Recovery::NotRecoverable(why) => ("not_recoverable", Some(why.to_string())),
+        };
+        let mut report = serializer.serialize_struct("Joined", 4)?;
+        report.serialize_field("group", &self.group)?;
+        report.serialize_field("position", &self.position.to_string())?;
+        report.serialize_field("recovery", recovery)?;
+        report.serialize_field("reason", &reason)?;
+        report.end()
+    }
 }
 
 /// What happened to the messages a client missed.
@@ -132,11 +187,13 @@ impl fmt::Display for NotRecoverable {
     }
 }
 
-/// The envelope of one message: `{"epoch":..,"offset":..,"data":PAYLOAD}`, built from the
-/// payload's JSON text without parsing it again.
-pub(crate) fn envelope(epoch: &str, offset: u64, payload: &str) -> Utf8Bytes {
-    let mut text = String::with_capacity(payload.len() + epoch.len() + 40);
-    text.push_str("{\"epoch\":\"");
+/// The envelope of one message: `{"group":..,"epoch":..,"offset":..,"data":PAYLOAD}`, built
+/// from the payload's JSON text without parsing it again.
+pub(crate) fn envelope(group: &str, epoch: &str, offset: u64, payload: &str) -> Utf8Bytes {
+    let mut text = String::with_capacity(payload.len() + group.len() + epoch.len() + 50);
+    text.push_str("{\"group\":");
+    push_json_string(&mut text, group);
+    text.push_str(",\"epoch\":\"");
     text.push_str(epoch);
     text.push_str("\",\"offset\":");
     let _ = write!(text, "{offset}");
@@ -144,6 +201,20 @@ pub(crate) fn envelope(epoch: &str, offset: u64, payload: &str) -> Utf8Bytes {
     text.push_str(payload);
     text.push('}');
     Utf8Bytes::from(text)
+}
+
+/// Appends `value` as a JSON string (quoted and escaped).
+fn push_json_string(text: &mut String, value: &str) {
+    if value
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        text.push('"');
+        text.push_str(value);
+        text.push('"');
+    } else {
+        text.push_str(&serde_json::Value::from(value).to_string());
+    }
 }
 
 /// Group-name patterns: `name` exactly, or `prefix*`.
@@ -194,13 +265,39 @@ mod tests {
     }
 
     #[test]
+    fn since_values_name_their_group_or_none() {
+        let at = |epoch: &str, offset| Position {
+            epoch: epoch.to_owned(),
+            offset,
+        };
+        assert_eq!(parse_since("ab:3").unwrap(), (None, at("ab", 3)));
+        assert_eq!(
+            parse_since("lobby:ab:3").unwrap(),
+            (Some("lobby"), at("ab", 3))
+        );
+        assert_eq!(
+            parse_since("chat:lobby:ab:3").unwrap(),
+            (Some("chat:lobby"), at("ab", 3))
+        );
+        for bad in ["3", ":ab:3", "g:ab:x", "g::3", "g:a b:3", "ab:"] {
+            let e = parse_since(bad).unwrap_err();
+            assert!(e.to_string().contains("GROUP:EPOCH:OFFSET"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_envelope_is_json_around_the_payload() {
-        let text = envelope("ab12", 7, r#"{"text":"hi"}"#);
+        let text = envelope("room", "ab12", 7, r#"{"text":"hi"}"#);
         let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
         assert_eq!(
             value,
-            serde_json::json!({"epoch": "ab12", "offset": 7, "data": {"text": "hi"}})
+            serde_json::json!({"group": "room", "epoch": "ab12", "offset": 7, "data": {"text": "hi"}})
         );
+        for group in ["a\"b", "back\\slash", "tab\there", "é", "\u{7f}"] {
+            let text = envelope(group, "ab12", 7, "null");
+            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            assert_eq!(value["group"], group);
+        }
     }
 
     #[test]

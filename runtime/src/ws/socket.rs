@@ -560,6 +560,15 @@ impl WebSocket {
             .map(|(_, v)| v.into_owned())
     }
 
+    /// Every value of the query parameter `name`, in order (`?since=a&since=b`).
+    pub fn query_params(&self, name: &str) -> Vec<String> {
+        let query = self.head.query.as_deref().unwrap_or_default();
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    }
+
     /// The request headers, all of them, as the client sent them. The connection keeps them
     /// for its whole life in one compact buffer (bounded through
     /// [`max_request_head`](crate::Builder::max_request_head)), made a `HeaderMap` on the
