@@ -84,15 +84,20 @@ impl ChannelBox {
     ///
     /// #[ws_route("/chat/{room}")]
     /// async fn chat(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
-    ///     let since = Position::from_query(&ws).map_err(|e| WsError::close(4400, e.to_string()))?;
+    ///     let group = format!("chat_{room}");
+    ///     // `?since=chat_lobby:EPOCH:OFFSET`, as the browser client sends it
+    ///     let since = Position::from_query(&ws, &group)
+    ///         .map_err(|e| WsError::close(4400, e.to_string()))?;
     ///     ws.accept().await?;
     ///     let joined = channels
-    ///         .add_channel_to_group_from(&ws.channel(), format!("chat_{room}"), since.as_ref())
+    ///         .add_channel_to_group_from(&ws.channel(), &group, since.as_ref())
     ///         .await
     ///         .map_err(|e| WsError::close(1011, e.to_string()))?;
     ///     if let Recovery::NotRecoverable(why) = &joined.recovery {
-    ///         ws.send_json(&json!({"resync": why.to_string(), "position": joined.position})).await?;
+    ///         tracing::info!("{group}: the client re-syncs ({why})");
     ///     }
+    ///     // The join report the browser client reads: {"group", "position", "recovery", "reason"}
+    ///     ws.send_json(&joined).await?;
     ///     while ws.receive().await?.is_some() {}
     ///     Ok(())
     /// }
