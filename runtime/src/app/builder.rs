@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::{App, AppInner, Summary, router};
 use crate::broker::{self, Broker, Local};
 use crate::channel::groups::{Groups, GroupsConfig};
+use crate::channel::presence::PresenceConfig;
 use crate::channel::{HistoryLimits, Patterns, SlowConsumer};
 use crate::conn::{ConnConfig, Connections, Limits};
 use crate::event::bus::{Bus, BusConfig, Spec};
@@ -59,7 +60,8 @@ pub struct Builder {
     drain_delay: Duration,
     admin: Option<(crate::ops::AdminAuth, String)>,
     admin_twice: bool,
-    recoverable_problem: Option<String>,
+    /// The first bad group pattern given (recoverable or presence groups).
+    pattern_problem: Option<String>,
     export_metrics: Option<Duration>,
     handshake_timeout: Duration,
     request_head_timeout: Duration,
@@ -113,7 +115,7 @@ impl Builder {
             drain_delay: Duration::ZERO,
             admin: None,
             admin_twice: false,
-            recoverable_problem: None,
+            pattern_problem: None,
             export_metrics: None,
             handshake_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
@@ -135,6 +137,7 @@ impl Builder {
                 },
                 sweep_interval: Duration::from_secs(1),
                 recoverable: Patterns::default(),
+                presence: PresenceConfig::default(),
             },
         }
     }
@@ -505,8 +508,75 @@ impl Builder {
     /// server's own.
     pub fn recoverable_groups(mut self, pattern: &str) -> Self {
         if let Err(problem) = self.groups.recoverable.add(pattern) {
-            self.recoverable_problem.get_or_insert(problem);
+            self.pattern_problem
+                .get_or_insert(format!("recoverable_groups: {problem}"));
         }
+        self
+    }
+
+    /// Makes the groups named `pattern` (a name, or a prefix ending in `*`) keep presence: a
+    /// roster of their members ([`ChannelBox::presence`](crate::ChannelBox::presence), one
+    /// page at a time, and [`presence_stats`](crate::ChannelBox::presence_stats), at
+    /// constant cost), each with what it told the others when it joined
+    /// ([`ChannelBox::add_channel_to_group_as`](crate::ChannelBox::add_channel_to_group_as)),
+    /// and joins and leaves emitted as [`names::PRESENCE_JOIN`](crate::event::names::PRESENCE_JOIN)
+    /// and [`names::PRESENCE_LEAVE`](crate::event::names::PRESENCE_LEAVE). Call it once per
+    /// pattern. Other groups pay nothing for it.
+    ///
+    /// With the Redis broker the roster spans the cluster: each server writes its members to
+    /// Redis and rewrites them every third of [`Redis::membership_ttl`](crate::broker::Redis),
+    /// so the members of a server that stops without a goodbye leave the roster (and their
+    /// leaves are emitted and pushed) within that TTL and a third; the changes of every
+    /// server reach every server that has members in the group.
+    pub fn presence_groups(mut self, pattern: &str) -> Self {
+        if let Err(problem) = self.groups.presence.tracked.add(pattern) {
+            self.pattern_problem
+                .get_or_insert(format!("presence_groups: {problem}"));
+        }
+        self
+    }
+
+    /// Makes the members of the presence groups named `pattern` get, at the end of each
+    /// presence window with changes, one message with the window's joins and leaves:
+    /// `{"presence":{"group":..,"joins":[MEMBER..],"leaves":[MEMBER..]}}`, or, past
+    /// [`presence_max_diff`](Builder::presence_max_diff) changes,
+    /// `{"presence":{"group":..,"reset":true,"connections":N,"users":M}}` (see the
+    /// [`presence` module](crate::channel::presence)). The groups must also be named in
+    /// [`presence_groups`](Builder::presence_groups).
+    pub fn presence_diffs(mut self, pattern: &str) -> Self {
+        if let Err(problem) = self.groups.presence.pushed.add(pattern) {
+            self.pattern_problem
+                .get_or_insert(format!("presence_diffs: {problem}"));
+        }
+        self
+    }
+
+    /// How long joins and leaves are collected before they go out as events and one diff
+    /// per group (default 200 ms): a reconnect storm of thousands of clients is a few
+    /// messages to each member, not thousands.
+    pub fn presence_window(mut self, window: Duration) -> Self {
+        self.groups.presence.window = window;
+        self
+    }
+
+    /// The most joins and leaves one diff message carries (default 100); a window with more
+    /// sends the counts instead, and clients that show the roster fetch it again.
+    pub fn presence_max_diff(mut self, changes: usize) -> Self {
+        self.groups.presence.max_diff = changes;
+        self
+    }
+
+    /// The most members one page of [`ChannelBox::presence`](crate::ChannelBox::presence)
+    /// lists (default 1000).
+    pub fn presence_page_size(mut self, members: usize) -> Self {
+        self.groups.presence.page = members;
+        self
+    }
+
+    /// The most bytes of member info (user id and JSON value) a presence member may carry
+    /// (default 1024).
+    pub fn max_member_info(mut self, bytes: usize) -> Self {
+        self.groups.presence.max_info = bytes;
         self
     }
 
@@ -624,8 +694,15 @@ impl Builder {
     }
 
     fn check(&self) -> Result<(), Error> {
-        if let Some(problem) = &self.recoverable_problem {
+        if let Some(problem) = &self.pattern_problem {
             return Err(Error::new(ErrorKind::Config, problem.clone()));
+        }
+        let presence = &self.groups.presence;
+        if !presence.pushed.is_empty() && presence.tracked.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "presence_diffs names groups, but presence_groups names none: diffs are of presence groups",
+            ));
         }
         let problem = if self.admin_twice {
             "admin_route is given twice: an app has one admin page"
@@ -637,6 +714,10 @@ impl Builder {
             "read_buffer_size must be at least 1"
         } else if self.conn.max_queue_bytes == 0 {
             "outbound_queue_bytes must be at least 1"
+        } else if self.groups.presence.window.is_zero() {
+            "presence_window must be more than zero"
+        } else if self.groups.presence.page == 0 {
+            "presence_page_size must be at least 1"
         } else if self.groups.sweep_interval.is_zero() {
             "expiry_sweep_interval must be more than zero"
         } else if self.groups.history.max_entries == 0 {

@@ -34,6 +34,17 @@ impl Deliver for AppInner {
         }
     }
 
+    fn deliver_presence(&self, group: &str, payload: &[u8]) -> bool {
+        let presences = &self.groups.presences;
+        match serde_json::from_slice::<crate::channel::presence::Diff>(payload) {
+            Ok(diff) if diff.group == group && presences.tracks(group) => {
+                presences.received(diff);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn has_group(&self, group: &str) -> bool {
         self.groups.has_group(group)
     }

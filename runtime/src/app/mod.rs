@@ -161,6 +161,12 @@ impl App {
         }
         self.inner.broker.start();
         tokio::spawn(crate::channel::sweep(Arc::downgrade(&self.inner.groups)));
+        if !self.inner.groups.presences.config.tracked.is_empty() {
+            tokio::spawn(crate::channel::presence::dispatch(
+                self.downgrade(),
+                self.inner.closed.clone(),
+            ));
+        }
         #[cfg(feature = "metrics")]
         if let Some(every) = self.inner.export_metrics {
             tokio::spawn(crate::ops::export_metrics(self.downgrade(), every));

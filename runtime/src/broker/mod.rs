@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::channel::{Member, PresencePage, PresenceStats};
 use crate::conn::ConnectionId;
 
 #[cfg(feature = "redis")]
@@ -141,6 +142,8 @@ pub(crate) trait Deliver: Send + Sync {
     fn deliver_to_channel(&self, channel: ConnectionId, message: &Outgoing) -> bool;
     /// An event emitted cluster-wide by another server; `false`: dropped.
     fn deliver_event(&self, name: &str, payload: &[u8]) -> bool;
+    /// Another server's presence changes in `group` (JSON, as it published them).
+    fn deliver_presence(&self, group: &str, payload: &[u8]) -> bool;
     /// Whether `group` has members on this server.
     fn has_group(&self, group: &str) -> bool;
     /// The groups with members on this server, with their members.
@@ -210,6 +213,15 @@ impl Inbox {
         self.app
             .upgrade()
             .is_some_and(|app| app.deliver_event(name, payload))
+    }
+
+    /// Delivers another server's presence changes in `group` (what it handed to
+    /// [`Broker::publish_presence`]): emitted here as events and pushed to this server's
+    /// members. Returns whether the app took them.
+    pub fn deliver_presence(&self, group: &str, payload: &[u8]) -> bool {
+        self.app
+            .upgrade()
+            .is_some_and(|app| app.deliver_presence(group, payload))
     }
 
     /// Whether `group` has members on this server.
@@ -344,6 +356,36 @@ pub trait Broker: Send + Sync + Debug + 'static {
 
     /// `channel` left `group` on this server.
     fn member_left(&self, _group: &str, _channel: ConnectionId) {}
+
+    /// A member joined a presence group on this server (for the cluster's roster).
+    fn presence_joined(&self, _group: &str, _member: &Member) {}
+
+    /// A member of a presence group left on this server.
+    fn presence_left(&self, _group: &str, _member: &Member) {}
+
+    /// One page of `group`'s roster on every server: up to `limit` members after `cursor`
+    /// (a previous page's `next`). `None`: this broker cannot answer (the channel layer
+    /// answers with this server's).
+    fn cluster_presence<'a>(
+        &'a self,
+        _group: &'a str,
+        _cursor: Option<&'a str>,
+        _limit: usize,
+    ) -> BoxFuture<'a, ClusterAnswer<PresencePage>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// `group`'s presence counts on every server. `None`: this broker cannot answer.
+    fn cluster_presence_stats<'a>(
+        &'a self,
+        _group: &'a str,
+    ) -> BoxFuture<'a, ClusterAnswer<PresenceStats>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// Hands this server's presence changes in `group` of one window (JSON) to the other
+    /// servers, which take them with [`Inbox::deliver_presence`].
+    fn publish_presence(&self, _group: &str, _diff: &[u8]) {}
 
     /// Every group with members on any server, with its member count, sorted by name.
     /// `None`: this broker cannot answer (the channel layer answers with this server's).

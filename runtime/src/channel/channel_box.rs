@@ -7,9 +7,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::groups::Groups;
 use super::{AddStatus, Channel, ChannelMetrics, HistoryEntry, RemoveStatus, SendReport};
-use super::{Joined, Position};
+use super::{Joined, MemberInfo, Position, PresencePage, PresenceStats};
 use crate::conn::ConnectionId;
-use crate::{App, Error};
+use crate::{App, Error, ErrorKind};
 
 /// An app's channel groups (Nexios' `ChannelBox`): get it with [`App::channels`]; it is also a
 /// listener parameter and an axum extractor. Cloning it is cheap.
@@ -60,7 +60,105 @@ impl ChannelBox {
         channel: &Channel,
         group: impl AsRef<str>,
     ) -> Result<AddStatus, Error> {
-        self.table().add(channel, group.as_ref()).await
+        self.table().add(channel, group.as_ref(), None).await
+    }
+
+    /// Adds `channel` to a presence group (see
+    /// [`Builder::presence_groups`](crate::Builder::presence_groups)) with what it tells the
+    /// others: a user id and a small JSON value, listed by [`presence`](Self::presence) and
+    /// carried by the join and leave diffs.
+    ///
+    /// ```no_run
+    /// use switchboard::channel::MemberInfo;
+    /// use switchboard::prelude::*;
+    ///
+    /// #[ws_route("/chat/{room}")]
+    /// async fn chat(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
+    ///     let name = ws.query_param("name").unwrap_or_else(|| "guest".to_owned());
+    ///     ws.accept().await?;
+    ///     let me = MemberInfo::user(&name).with_data(json!({ "name": name }))?;
+    ///     channels.add_channel_to_group_as(&ws.channel(), format!("chat_{room}"), me).await?;
+    ///     while ws.receive().await?.is_some() {}
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// Errors: the group keeps no presence, the info is larger than
+    /// [`Builder::max_member_info`](crate::Builder::max_member_info), or as for
+    /// [`add_channel_to_group`](Self::add_channel_to_group).
+    pub async fn add_channel_to_group_as(
+        &self,
+        channel: &Channel,
+        group: impl AsRef<str>,
+        info: MemberInfo,
+    ) -> Result<AddStatus, Error> {
+        self.table().add(channel, group.as_ref(), Some(&info)).await
+    }
+
+    /// The first page of a presence group's roster: its members (on every server, in a
+    /// cluster) with what they told the others and when they joined, at most
+    /// [`Builder::presence_page_size`](crate::Builder::presence_page_size) of them; `next`
+    /// says where the following page starts ([`presence_after`](Self::presence_after)).
+    pub async fn presence(&self, group: &str) -> Result<PresencePage, Error> {
+        self.presence_page(group, None).await
+    }
+
+    /// The page of a presence group's roster after `cursor` (a [`PresencePage::next`]).
+    pub async fn presence_after(&self, group: &str, cursor: &str) -> Result<PresencePage, Error> {
+        self.presence_page(group, Some(cursor)).await
+    }
+
+    async fn presence_page(
+        &self,
+        group: &str,
+        cursor: Option<&str>,
+    ) -> Result<PresencePage, Error> {
+        let presences = self.check_presence(group)?;
+        let limit = presences.config.page;
+        if let Some(answer) = self
+            .app
+            .broker()
+            .cluster_presence(group, cursor, limit)
+            .await
+        {
+            return answer;
+        }
+        let after = cursor
+            .map(|cursor| {
+                cursor.parse().map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidGroup,
+                        format!("`{cursor}` is not a presence cursor (a page's `next`)"),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(presences.page(group, after, limit))
+    }
+
+    /// How many are in a presence group (on every server, in a cluster): connections, and
+    /// distinct users. Its cost does not grow with the group.
+    pub async fn presence_stats(&self, group: &str) -> Result<PresenceStats, Error> {
+        let presences = self.check_presence(group)?;
+        if let Some(answer) = self.app.broker().cluster_presence_stats(group).await {
+            return answer;
+        }
+        Ok(presences.stats(group))
+    }
+
+    fn check_presence(&self, group: &str) -> Result<&super::presence::Presences, Error> {
+        Groups::check_name(group)?;
+        let presences = &self.table().presences;
+        if !presences.tracks(group) {
+            return Err(Error::new(
+                ErrorKind::InvalidGroup,
+                format!(
+                    "`{group}` keeps no presence: name it (or a prefix of it) in \
+                     Builder::presence_groups"
+                ),
+            ));
+        }
+        Ok(presences)
     }
 
     /// Adds `channel` to a recoverable group (see

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::history::{GroupHistory, Histories, HistoryLimits, lock_history};
+use super::presence::{Member, MemberInfo, PresenceConfig, Presences};
 use super::recovery::{Joined, NotRecoverable, Position, Recovery, envelope};
 
 /// The longest group name, in bytes (as Centrifugo's channel names).
@@ -49,6 +50,7 @@ pub(crate) struct GroupsConfig {
     pub(crate) sweep_interval: Duration,
     /// The groups whose messages carry positions and can be recovered.
     pub(crate) recoverable: Patterns,
+    pub(crate) presence: PresenceConfig,
 }
 
 /// Counters of the channel layer.
@@ -72,6 +74,8 @@ pub(crate) struct Groups {
     /// Joins and leaves: so a group is never removed while a member is being added.
     structure: Mutex<()>,
     histories: Histories,
+    /// The rosters of presence groups.
+    pub(crate) presences: Arc<Presences>,
     broker: Arc<dyn Broker>,
     pub(super) config: GroupsConfig,
     pub(super) counters: Counters,
@@ -99,6 +103,7 @@ impl Groups {
             connections,
             structure: Mutex::new(()),
             histories: Histories::new(config.history),
+            presences: Arc::new(Presences::new(config.presence.clone())),
             broker,
             config,
             counters: Counters::default(),
@@ -128,12 +133,30 @@ impl Groups {
         Ok(())
     }
 
-    /// Adds a channel to a group; subscribes this server to the group on its first member.
-    pub(crate) async fn add(&self, channel: &Channel, group: &str) -> Result<AddStatus, Error> {
+    /// Adds a channel to a group (with what it tells the others, in a presence group);
+    /// subscribes this server to the group on its first member.
+    pub(crate) async fn add(
+        &self,
+        channel: &Channel,
+        group: &str,
+        info: Option<&MemberInfo>,
+    ) -> Result<AddStatus, Error> {
         Self::check_name(group)?;
+        if let Some(info) = info {
+            if !self.presences.tracks(group) {
+                return Err(Error::new(
+                    ErrorKind::InvalidGroup,
+                    format!(
+                        "`{group}` keeps no presence: name it (or a prefix of it) in \
+                         Builder::presence_groups to join it with member info"
+                    ),
+                ));
+            }
+            info.check(self.presences.config.max_info)?;
+        }
         let conn = channel.conn();
         Self::check_open(conn, group)?;
-        let (status, entry) = self.add_member(conn, group)?;
+        let (status, entry) = self.add_member(conn, group, info)?;
         self.subscribe(&entry, group).await?;
         Ok(status)
     }
@@ -192,7 +215,7 @@ impl Groups {
         let history = self.histories.of(group);
         let (joined, entry) = {
             let history = lock_history(&history);
-            let (status, entry) = self.add_member(conn, group)?;
+            let (status, entry) = self.add_member(conn, group, None)?;
             let position = Position {
                 epoch: history.epoch().to_string(),
                 offset: history.last_id(),
@@ -243,7 +266,7 @@ impl Groups {
                 history.advance_to(read.last);
             }
             let delivered = history.last_id();
-            let (status, entry) = self.add_member(conn, group)?;
+            let (status, entry) = self.add_member(conn, group, None)?;
             let position = Position {
                 epoch: read.epoch.clone(),
                 offset: delivered,
@@ -381,7 +404,12 @@ impl Groups {
     }
 
     /// The synchronous part of a join: the group, created if needed, and the status.
-    fn add_member(&self, conn: &Arc<Conn>, group: &str) -> Result<(AddStatus, Arc<Group>), Error> {
+    fn add_member(
+        &self,
+        conn: &Arc<Conn>,
+        group: &str,
+        info: Option<&MemberInfo>,
+    ) -> Result<(AddStatus, Arc<Group>), Error> {
         let _structure = lock(&self.structure);
         let guard = self.table.pin();
         let existing = guard.get(group);
@@ -406,8 +434,13 @@ impl Groups {
                 (entry, true)
             }
         };
-        let status = if conn.join(&entry.ring, group.into()) {
+        let name: Arc<str> = group.into();
+        let status = if conn.join(&entry.ring, name.clone()) {
             self.broker.member_joined(group, conn.id);
+            if self.presences.tracks(group) {
+                let member = self.presences.join(&name, Member::new(conn.id, info));
+                self.broker.presence_joined(group, &member);
+            }
             AddStatus::Added {
                 group_created: created,
             }
@@ -437,7 +470,7 @@ impl Groups {
         let Some(left) = channel.leave(&entry.ring) else {
             return (RemoveStatus::NotAMember, false);
         };
-        self.broker.member_left(group, channel.id);
+        self.member_left(group, channel.id);
         let emptied = left == 0;
         if emptied {
             guard.remove(group);
@@ -448,6 +481,25 @@ impl Groups {
             },
             emptied,
         )
+    }
+
+    /// A member left `group` here, whichever way: the broker and the roster hear of it.
+    fn member_left(&self, group: &str, channel: ConnectionId) {
+        self.broker.member_left(group, channel);
+        if let Some(member) = self.presences.leave(group, channel) {
+            self.broker.presence_left(group, &member);
+        }
+    }
+
+    /// Pushes a message to the members of `group` on this server only.
+    pub(crate) fn push_local(&self, group: &str, message: String) -> usize {
+        let Some(entry) = self.table.pin().get(group).cloned() else {
+            return 0;
+        };
+        let mut report = SendReport::default();
+        self.fan_out(&entry, Utf8Bytes::from(message), None, &mut report);
+        self.count_fan_out(&report);
+        report.delivered
     }
 
     async fn unsubscribe(&self, group: &str) {
@@ -468,7 +520,7 @@ impl Groups {
             for sub in subs {
                 let left = sub.ring.unsubscribe(&sub);
                 let Some(name) = &sub.group else { continue };
-                self.broker.member_left(name, channel.id);
+                self.member_left(name, channel.id);
                 if left > 0 {
                     continue;
                 }
@@ -515,7 +567,7 @@ impl Groups {
                     for sub in entry.ring.members() {
                         if let Some(conn) = sub.conn.upgrade() {
                             conn.leave(&entry.ring);
-                            self.broker.member_left(name, conn.id);
+                            self.member_left(name, conn.id);
                         }
                     }
                 }

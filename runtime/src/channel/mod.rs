@@ -6,11 +6,14 @@
 //! - `channel_box`: [`ChannelBox`], the public face of the table.
 //! - `expiry`: channels that expire after a time without activity.
 //! - `history`: the bounded history of groups.
+//! - `recovery`: positions and replay for recoverable groups.
+//! - `presence`: who is in a group, and the diffs of who joined and left.
 
 mod channel_box;
 mod expiry;
 pub(crate) mod groups;
 mod history;
+pub(crate) mod presence;
 mod recovery;
 
 use std::any::Any;
@@ -24,6 +27,7 @@ pub use channel_box::{ChannelBox, GroupSend};
 pub(crate) use expiry::sweep;
 pub use history::HistoryEntry;
 pub(crate) use history::HistoryLimits;
+pub use presence::{Member, MemberInfo, PresenceChange, PresencePage, PresenceStats};
 pub(crate) use recovery::Patterns;
 pub use recovery::{Joined, NotRecoverable, Position, Recovery};
 

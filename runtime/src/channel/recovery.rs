@@ -226,7 +226,7 @@ impl Patterns {
         let stem = pattern.strip_suffix('*').unwrap_or(pattern);
         if stem.contains('*') || pattern.is_empty() {
             return Err(format!(
-                "recoverable group pattern `{pattern}`: a group name, or a prefix ending in one `*`"
+                "group pattern `{pattern}`: a group name, or a prefix ending in one `*`"
             ));
         }
         self.0.push(pattern.to_owned());

@@ -48,6 +48,17 @@ pub mod names {
     /// [`HandlerFailed`](crate::ws::HandlerFailed), with the path, the client and the message:
     /// one `#[on(names::WS_ERROR)]` handles every handler failure.
     pub const WS_ERROR: &str = "switchboard:ws.error";
+
+    /// A member joined a presence group (on this server or, in a cluster, another one).
+    /// Payload: [`PresenceChange`](crate::channel::PresenceChange). Emitted at the end of the
+    /// presence window ([`Builder::presence_window`](crate::Builder::presence_window)), in
+    /// order with the leaves.
+    pub const PRESENCE_JOIN: &str = "switchboard:presence.join";
+
+    /// A member left a presence group, whichever way (it left, its connection ended, it
+    /// expired, the server that held it stopped answering). Payload:
+    /// [`PresenceChange`](crate::channel::PresenceChange).
+    pub const PRESENCE_LEAVE: &str = "switchboard:presence.leave";
 }
 
 /// The priority of a listener: listeners run from `Highest` to `Lowest`, and in registration

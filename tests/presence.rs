@@ -1,0 +1,377 @@
+//! Presence: rosters of who is in a group, counts of connections and distinct users, join and
+//! leave events in order, and diffs pushed to members, coalesced and bounded.
+
+use std::time::Duration;
+
+use switchboard::channel::{MemberInfo, PresenceStats};
+use switchboard::event::names;
+use switchboard::prelude::*;
+use switchboard::testing::{Received, TestClient, TestServer};
+use switchboard_tests::{Log, eventually};
+
+/// Joins `room`: as `?user=` (with `{"name": user}` as its data) when given, else as its
+/// connection alone; `?ttl=MS` makes the channel expire after that long without activity.
+#[ws_route("/p/{room}")]
+async fn member(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
+    let user = ws.query_param("user");
+    let ttl = ws.query_param("ttl").and_then(|ms| ms.parse().ok());
+    ws.accept().await?;
+    let channel = ws.channel();
+    if let Some(ms) = ttl {
+        channel.set_ttl(Some(Duration::from_millis(ms)));
+    }
+    match user {
+        Some(user) => {
+            let info = MemberInfo::user(&user).with_data(json!({ "name": user }))?;
+            channels
+                .add_channel_to_group_as(&channel, &room, info)
+                .await
+                .map_err(|e| WsError::close(4400, e.to_string()))?;
+        }
+        None => {
+            channels.add_channel_to_group(&channel, &room).await?;
+        }
+    }
+    ws.send_text("joined").await?;
+    while ws.receive().await?.is_some() {}
+    Ok(())
+}
+
+fn app(window_ms: u64) -> App {
+    App::builder()
+        .only_module(module_path!())
+        .presence_groups("room*")
+        .presence_diffs("room*")
+        .presence_window(Duration::from_millis(window_ms))
+        .expiry_sweep_interval(Duration::from_millis(20))
+        .build()
+        .unwrap()
+}
+
+async fn join(server: &TestServer, path: &str) -> TestClient {
+    let mut client = server.connect(path).await;
+    assert_eq!(client.recv_text().await, "joined");
+    client
+}
+
+/// The next presence message this client gets.
+async fn next_diff(client: &mut TestClient) -> Value {
+    let value: Value = client.recv_json().await;
+    assert!(
+        value.get("presence").is_some(),
+        "a presence message: {value}"
+    );
+    value["presence"].clone()
+}
+
+fn users(list: &Value) -> Vec<Value> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|member| member["user"].clone())
+        .collect()
+}
+
+/// Records `join USER` and `leave USER` as the events come.
+fn record(app: &App) -> Log {
+    let log = Log::default();
+    for (name, label) in [
+        (names::PRESENCE_JOIN, "join"),
+        (names::PRESENCE_LEAVE, "leave"),
+    ] {
+        let log = log.clone();
+        let listener = move |change: Value| {
+            assert_eq!(change["group"], "room-a");
+            log.push(format!(
+                "{label} {}",
+                change["member"]["user"].as_str().unwrap_or("-")
+            ));
+            std::future::ready(())
+        };
+        app.events().on(name, listener).unwrap();
+    }
+    log
+}
+
+#[tokio::test]
+async fn joins_leaves_and_expiry_are_events_in_order_and_diffs_to_members() {
+    let app = app(30);
+    let log = record(&app);
+    let server = TestServer::start(app.clone()).await;
+    let mut alice = join(&server, "/p/room-a?user=alice").await;
+    let diff = next_diff(&mut alice).await;
+    assert_eq!(diff["group"], "room-a");
+    assert_eq!(
+        users(&diff["joins"]),
+        [json!("alice")],
+        "her own join: {diff}"
+    );
+    let member = &diff["joins"][0];
+    assert_eq!(member["data"], json!({ "name": "alice" }));
+    assert!(member["channel"].is_string() && member["joined_at"].as_u64().unwrap() > 0);
+
+    let bob = join(&server, "/p/room-a?user=bob").await;
+    assert_eq!(users(&next_diff(&mut alice).await["joins"]), [json!("bob")]);
+    drop(bob);
+    let diff = next_diff(&mut alice).await;
+    assert_eq!(
+        (users(&diff["joins"]), users(&diff["leaves"])),
+        (vec![], vec![json!("bob")])
+    );
+
+    // Expiry: carol's channel expires after 50 ms without activity.
+    let carol = join(&server, "/p/room-a?user=carol&ttl=50").await;
+    assert_eq!(
+        users(&next_diff(&mut alice).await["joins"]),
+        [json!("carol")]
+    );
+    let diff = next_diff(&mut alice).await;
+    assert_eq!(users(&diff["leaves"]), [json!("carol")], "expired: {diff}");
+
+    // A member that joins and leaves within one window is in no diff; the events still say
+    // both, in order.
+    let app_for_dave = app.clone();
+    let dave = join(&server, "/p/room-a?user=dave").await;
+    drop(dave);
+    eventually("dave's leave", || {
+        app_for_dave.channels().members("room-a").len() == 1
+    })
+    .await;
+    assert_eq!(alice.recv_within(Duration::from_millis(150)).await, None);
+    eventually("the events", || log.entries().len() == 7).await;
+    assert_eq!(
+        log.entries(),
+        [
+            "join alice",
+            "join bob",
+            "leave bob",
+            "join carol",
+            "leave carol",
+            "join dave",
+            "leave dave"
+        ]
+    );
+    drop((alice, carol));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_of_one_user_count_as_one_user_and_listings_are_paged() {
+    let app = App::builder()
+        .only_module(module_path!())
+        .presence_groups("room*")
+        .presence_page_size(10)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let channels = app.channels();
+    let mut clients = Vec::new();
+    // alice twice, bob, and two members without a user.
+    for path in ["?user=alice", "?user=alice", "?user=bob", "", ""] {
+        clients.push(join(&server, &format!("/p/room-b{path}")).await);
+    }
+    assert_eq!(
+        channels.presence_stats("room-b").await.unwrap(),
+        stats(5, 4),
+        "alice counts once; each member without a user counts as one"
+    );
+    // 25 members: pages of 10, 10 and 5, each member once.
+    for n in 0..20 {
+        clients.push(join(&server, &format!("/p/room-b?user=u{n}")).await);
+    }
+    let mut seen = Vec::new();
+    let mut page = channels.presence("room-b").await.unwrap();
+    let mut sizes = vec![page.members.len()];
+    seen.extend(page.members.iter().map(|m| m.channel));
+    while let Some(cursor) = page.next.clone() {
+        page = channels.presence_after("room-b", &cursor).await.unwrap();
+        sizes.push(page.members.len());
+        seen.extend(page.members.iter().map(|m| m.channel));
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 25, "every member once");
+    assert_eq!(
+        channels.presence_stats("room-b").await.unwrap(),
+        stats(25, 24)
+    );
+    let bad = channels
+        .presence_after("room-b", "nonsense")
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("not a presence cursor"), "{bad}");
+    // Leaving updates the counts: one alice left, then the other.
+    clients.remove(0);
+    eventually("alice's first leave", || {
+        channels.members("room-b").len() == 24
+    })
+    .await;
+    assert_eq!(
+        channels.presence_stats("room-b").await.unwrap(),
+        stats(24, 24)
+    );
+    clients.remove(0);
+    eventually("alice's second leave", || {
+        channels.members("room-b").len() == 23
+    })
+    .await;
+    assert_eq!(
+        channels.presence_stats("room-b").await.unwrap(),
+        stats(23, 23)
+    );
+    drop(clients);
+    server.shutdown().await;
+}
+
+fn stats(connections: usize, users: usize) -> PresenceStats {
+    let mut stats = PresenceStats::default();
+    stats.connections = connections;
+    stats.users = users;
+    stats
+}
+
+/// Two thousand clients join within a few windows: each member gets a few messages, not two
+/// thousand; a window with more changes than `presence_max_diff` carries the counts.
+#[tokio::test]
+async fn a_reconnect_storm_is_a_bounded_number_of_diff_messages() {
+    const CLIENTS: usize = 2000;
+    let window = Duration::from_millis(100);
+    let app = App::builder()
+        .only_module(module_path!())
+        .presence_groups("room*")
+        .presence_diffs("room*")
+        .presence_window(window)
+        .presence_max_diff(50)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let mut watcher = join(&server, "/p/room-c?user=watcher").await;
+    assert_eq!(
+        users(&next_diff(&mut watcher).await["joins"]),
+        [json!("watcher")]
+    );
+    let started = std::time::Instant::now();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for n in 0..CLIENTS {
+        clients.push(server.connect(&format!("/p/room-c?user=s{n}")).await);
+    }
+    eventually("every join", || {
+        app.channels().members("room-c").len() == CLIENTS + 1
+    })
+    .await;
+    let storm = started.elapsed();
+    // Read what the watcher got until a window passes without a message.
+    let mut messages = Vec::new();
+    while let Some(received) = watcher.recv_within(window * 3).await {
+        let Received::Text(text) = received else {
+            panic!("text frames only: {received:?}")
+        };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        messages.push(value["presence"].clone());
+    }
+    let windows = (storm.as_millis() / window.as_millis()) as usize + 2;
+    assert!(
+        !messages.is_empty() && messages.len() <= windows,
+        "{} messages for {CLIENTS} joins in {storm:?} (at most one per window: {windows})",
+        messages.len()
+    );
+    // Followed as a client would: a reset gives the counts, a diff adds and takes; the
+    // result is the room as it is.
+    let mut known = 1; // the watcher
+    for message in &messages {
+        if message["reset"] == true {
+            known = message["connections"].as_u64().unwrap() as usize;
+        } else {
+            let joins = message["joins"].as_array().unwrap().len();
+            let leaves = message["leaves"].as_array().unwrap().len();
+            assert!(
+                joins + leaves <= 50,
+                "a diff carries at most presence_max_diff changes"
+            );
+            known = known + joins - leaves;
+        }
+    }
+    assert_eq!(known, CLIENTS + 1, "{} messages", messages.len());
+    assert_eq!(
+        app.channels().presence_stats("room-c").await.unwrap(),
+        stats(CLIENTS + 1, CLIENTS + 1)
+    );
+    // And the storm of leaves, likewise.
+    drop(clients);
+    eventually("every leave", || {
+        app.channels().members("room-c").len() == 1
+    })
+    .await;
+    let mut leaves = 0;
+    while let Some(received) = watcher.recv_within(window * 3).await {
+        let Received::Text(text) = received else {
+            panic!("text frames only")
+        };
+        leaves += 1;
+        assert!(text.contains("\"presence\""), "{text}");
+    }
+    assert!(
+        leaves >= 1 && leaves <= windows,
+        "{leaves} messages for {CLIENTS} leaves"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn member_info_and_presence_need_a_presence_group_and_are_bounded() {
+    let app = App::builder()
+        .only_module(module_path!())
+        .presence_groups("room*")
+        .max_member_info(64)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app.clone()).await;
+    let mut client = join(&server, "/p/other").await; // no user: a plain join works anywhere
+    drop(client.recv_within(Duration::from_millis(10)).await);
+    let channels = app.channels();
+    let e = channels.presence("other").await.unwrap_err();
+    assert!(e.to_string().contains("`other` keeps no presence"), "{e}");
+    let e = channels.presence_stats("other").await.unwrap_err();
+    assert!(e.to_string().contains("Builder::presence_groups"), "{e}");
+    let mut refused = server.connect("/p/other?user=alice").await;
+    let closed = refused.recv().await;
+    assert!(
+        matches!(&closed, Received::Close(_, reason) if reason.contains("keeps no presence")),
+        "{closed:?}"
+    );
+    let long = "x".repeat(100);
+    let mut refused = server.connect(&format!("/p/room-d?user={long}")).await;
+    let closed = refused.recv().await;
+    assert!(
+        matches!(&closed, Received::Close(_, reason) if reason.contains("more than the 64")),
+        "{closed:?}"
+    );
+    assert_eq!(
+        channels.presence_stats("room-d").await.unwrap(),
+        stats(0, 0)
+    );
+
+    for (builder, problem) in [
+        (
+            App::builder().presence_groups("a*b*"),
+            "presence_groups: group pattern",
+        ),
+        (
+            App::builder().presence_diffs("room*"),
+            "presence_groups names none",
+        ),
+        (
+            App::builder()
+                .presence_groups("r")
+                .presence_window(Duration::ZERO),
+            "presence_window must be more than zero",
+        ),
+    ] {
+        let e = builder.only_module(module_path!()).build().unwrap_err();
+        assert!(e.to_string().contains(problem), "{e}");
+    }
+    drop((client, refused));
+    server.shutdown().await;
+}
