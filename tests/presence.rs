@@ -375,3 +375,148 @@ async fn member_info_and_presence_need_a_presence_group_and_are_bounded() {
     drop((client, refused));
     server.shutdown().await;
 }
+
+/// Presence across two servers sharing one Redis, and a server that dies without a goodbye.
+mod cluster {
+    use super::*;
+    use switchboard::broker::Redis;
+    use switchboard::testing::RedisServer;
+
+    fn app(url: &str, ttl: Duration) -> App {
+        let broker = Redis::new(url)
+            .unwrap()
+            .membership_ttl(ttl)
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        App::builder()
+            .only_module("presence")
+            .presence_groups("room*")
+            .presence_diffs("room*")
+            .presence_window(Duration::from_millis(30))
+            .broker(broker)
+            .build()
+            .unwrap()
+    }
+
+    /// Reads presence messages until the joins and leaves seen (by user) are `joins` and
+    /// `leaves`.
+    async fn until_seen(client: &mut TestClient, joins: &[&str], leaves: &[&str]) {
+        let (mut seen_joins, mut seen_leaves) = (Vec::new(), Vec::new());
+        while seen_joins.len() < joins.len() || seen_leaves.len() < leaves.len() {
+            let diff = next_diff(client).await;
+            seen_joins.extend(users(&diff["joins"]));
+            seen_leaves.extend(users(&diff["leaves"]));
+        }
+        assert_eq!(
+            (seen_joins, seen_leaves),
+            (
+                joins.iter().map(|u| json!(u)).collect::<Vec<_>>(),
+                leaves.iter().map(|u| json!(u)).collect::<Vec<_>>()
+            )
+        );
+    }
+
+    async fn stats_become(app: &App, want: PresenceStats) {
+        let mut got = PresenceStats::default();
+        for _ in 0..400 {
+            got = app.channels().presence_stats("room-a").await.unwrap();
+            if got == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("presence stats stayed {got:?}, expected {want:?}");
+    }
+
+    #[tokio::test]
+    async fn presence_spans_two_servers_and_a_dead_server_leaves_within_the_bound() {
+        let Some(redis) = RedisServer::start().await else {
+            return;
+        };
+        let ttl = Duration::from_millis(450);
+        let (a, b) = (app(&redis.url(), ttl), app(&redis.url(), ttl));
+        let log = record(&a);
+        let (server_a, server_b) = (
+            TestServer::start(a.clone()).await,
+            TestServer::start(b.clone()).await,
+        );
+        let mut alice = join(&server_a, "/p/room-a?user=alice").await;
+        until_seen(&mut alice, &["alice"], &[]).await;
+        // Bob, twice, on the other server: his joins reach alice's server as a diff.
+        let bob1 = join(&server_b, "/p/room-a?user=bob").await;
+        let bob2 = join(&server_b, "/p/room-a?user=bob").await;
+        until_seen(&mut alice, &["bob", "bob"], &[]).await;
+        stats_become(&a, stats(3, 2)).await;
+        assert_eq!(
+            b.channels().presence_stats("room-a").await.unwrap(),
+            stats(3, 2)
+        );
+        let page = a.channels().presence("room-a").await.unwrap();
+        let mut listed: Vec<String> = page
+            .members
+            .iter()
+            .map(|m| m.user.clone().unwrap())
+            .collect();
+        listed.sort();
+        assert_eq!(
+            (listed, page.next),
+            (vec!["alice".into(), "bob".into(), "bob".into()], None)
+        );
+        drop(bob2);
+        until_seen(&mut alice, &[], &["bob"]).await;
+        stats_become(&a, stats(2, 2)).await;
+
+        // Carol's server dies: its runtime stops with everything in it (no leave is sent).
+        let (joined_tx, joined) = tokio::sync::oneshot::channel();
+        let (die_tx, die) = tokio::sync::oneshot::channel::<()>();
+        let url = redis.url();
+        let doomed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = TestServer::start(app(&url, ttl)).await;
+                let client = join(&server, "/p/room-a?user=carol").await;
+                let _ = joined_tx.send(());
+                let _ = die.await;
+                std::mem::forget((client, server));
+            });
+            drop(runtime);
+        });
+        joined.await.unwrap();
+        until_seen(&mut alice, &["carol"], &[]).await;
+        stats_become(&a, stats(3, 3)).await;
+        die_tx.send(()).unwrap();
+        doomed.join().unwrap();
+        let died = std::time::Instant::now();
+        // The live servers sweep it out once its entry expires (within the TTL and a third,
+        // the refresh period), and its leave reaches the members like any other.
+        until_seen(&mut alice, &[], &["carol"]).await;
+        let gone_after = died.elapsed();
+        eprintln!("carol gone after {gone_after:?}");
+        assert!(
+            gone_after < ttl * 3,
+            "carol left presence {gone_after:?} after her server died (TTL {ttl:?})"
+        );
+        assert_eq!(
+            a.channels().presence_stats("room-a").await.unwrap(),
+            stats(2, 2)
+        );
+        eventually("the events on alice's server", || log.entries().len() == 6).await;
+        assert_eq!(
+            log.entries(),
+            [
+                "join alice",
+                "join bob",
+                "join bob",
+                "leave bob",
+                "join carol",
+                "leave carol"
+            ]
+        );
+        drop((alice, bob1));
+        server_a.shutdown().await;
+        server_b.shutdown().await;
+    }
+}

@@ -469,7 +469,8 @@ async fn bad_positions_and_groups_are_refused_with_a_reason() {
         .build()
         .unwrap_err();
     assert!(
-        bad.to_string().contains("recoverable group pattern"),
+        bad.to_string()
+            .contains("recoverable_groups: group pattern `a*b*`"),
         "{bad}"
     );
     server.shutdown().await;

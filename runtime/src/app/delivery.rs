@@ -53,6 +53,10 @@ impl Deliver for AppInner {
         self.groups.member_ids()
     }
 
+    fn local_presence(&self) -> Vec<(String, Vec<crate::channel::Member>)> {
+        self.groups.presences.local_members()
+    }
+
     fn report(&self, name: &'static str, detail: serde_json::Value) {
         let Some(app) = self.app() else {
             return;

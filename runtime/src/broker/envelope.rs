@@ -9,6 +9,7 @@
 //!      + offset length (1) + offset (decimal digits)
 //!   D: channel id (16)
 //!   E: name length (2, big endian) + name (UTF-8)
+//!   R: nothing (the payload is a presence diff of the group the Redis channel names)
 //! ```
 //!
 //! A positioned message (to a recoverable group) gets its epoch and offset in Redis, from the
@@ -45,6 +46,8 @@ pub(crate) enum Kind<'a> {
     Direct { channel: ConnectionId },
     /// A cluster-wide event.
     Event { name: &'a str },
+    /// A presence diff; the group is the Redis channel's name.
+    Presence,
 }
 
 impl Kind<'_> {
@@ -57,6 +60,7 @@ impl Kind<'_> {
             }
             Kind::Direct { .. } => 16,
             Kind::Event { name } => 2 + name.len(),
+            Kind::Presence => 0,
         }
     }
 }
@@ -71,6 +75,7 @@ impl Envelope<'_> {
             Kind::Positioned { .. } => b'P',
             Kind::Direct { .. } => b'D',
             Kind::Event { .. } => b'E',
+            Kind::Presence => b'R',
         });
         out.extend_from_slice(self.node.as_bytes());
         match &self.kind {
@@ -99,6 +104,7 @@ impl Envelope<'_> {
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
             }
+            Kind::Presence => {}
         }
         out.extend_from_slice(self.payload);
         out
@@ -169,6 +175,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, &'static str> {
             let name = std::str::from_utf8(input.take(len)?).map_err(|_| "event name not UTF-8")?;
             Kind::Event { name }
         }
+        b'R' => Kind::Presence,
         _ => return Err("unknown message kind"),
     };
     Ok(Envelope {

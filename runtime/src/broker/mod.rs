@@ -148,6 +148,8 @@ pub(crate) trait Deliver: Send + Sync {
     fn has_group(&self, group: &str) -> bool;
     /// The groups with members on this server, with their members.
     fn local_members(&self) -> Vec<(String, Vec<ConnectionId>)>;
+    /// The presence groups with members on this server, with their roster entries.
+    fn local_presence(&self) -> Vec<(String, Vec<Member>)>;
     /// Reports a broker event on the app's bus.
     fn report(&self, name: &'static str, detail: serde_json::Value);
 }
@@ -227,6 +229,15 @@ impl Inbox {
     /// Whether `group` has members on this server.
     pub fn has_group(&self, group: &str) -> bool {
         self.app.upgrade().is_some_and(|app| app.has_group(group))
+    }
+
+    /// The presence groups with members on this server, with their roster entries (for a
+    /// broker that keeps the cluster's rosters).
+    pub fn local_presence(&self) -> Vec<(String, Vec<Member>)> {
+        self.app
+            .upgrade()
+            .map(|app| app.local_presence())
+            .unwrap_or_default()
     }
 
     /// The groups with members on this server, with their members.

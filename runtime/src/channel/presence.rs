@@ -135,6 +135,12 @@ pub struct PresencePage {
     pub next: Option<String>,
 }
 
+impl PresencePage {
+    pub(crate) fn new(members: Vec<Member>, next: Option<String>) -> Self {
+        PresencePage { members, next }
+    }
+}
+
 /// How many are in a group ([`ChannelBox::presence_stats`](crate::ChannelBox::presence_stats)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -144,6 +150,12 @@ pub struct PresenceStats {
     /// Distinct users: members with the same user id count once, a member without one counts
     /// as its own user.
     pub users: usize,
+}
+
+impl PresenceStats {
+    pub(crate) fn new(connections: usize, users: usize) -> Self {
+        PresenceStats { connections, users }
+    }
 }
 
 /// Payload of [`names::PRESENCE_JOIN`](crate::event::names::PRESENCE_JOIN) and
@@ -377,6 +389,19 @@ impl Presences {
             None
         };
         PresencePage { members, next }
+    }
+
+    /// This server's roster entries, by group.
+    pub(crate) fn local_members(&self) -> Vec<(String, Vec<Member>)> {
+        lock(&self.rosters)
+            .iter()
+            .map(|(group, roster)| {
+                (
+                    group.to_string(),
+                    roster.members.values().cloned().collect(),
+                )
+            })
+            .collect()
     }
 
     /// This server's counts for `group`.

@@ -6,27 +6,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{MemberOp, Shared, UP};
+use super::{MemberOp, Presence, Shared, UP, millis, now_ms};
 use crate::Error;
 use crate::broker::Inbox;
 use crate::conn::ConnectionId;
 
 /// Commands per pipeline.
 const BATCH: usize = 1000;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 impl Shared {
     fn members_key(&self, group: &str) -> String {
@@ -64,8 +53,22 @@ async fn write(shared: &Shared, ops: &[MemberOp]) {
     let expiry = now_ms() + millis(ttl);
     let mut pipe = redis::pipe();
     for op in ops {
-        let key = shared.members_key(&op.group);
         let member = op.channel.as_uuid().to_string();
+        match &op.presence {
+            Some(Presence::Joined { json, user_key }) => {
+                let entry = [(member, json.clone(), user_key.clone())];
+                pipe.add_command(shared.presence_write(&op.group, &entry))
+                    .ignore();
+                continue;
+            }
+            Some(Presence::Left { user_key }) => {
+                pipe.add_command(shared.presence_remove(&op.group, &member, user_key))
+                    .ignore();
+                continue;
+            }
+            None => {}
+        }
+        let key = shared.members_key(&op.group);
         if op.joined {
             pipe.cmd("ZADD").arg(&key).arg(expiry).arg(member).ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(millis(ttl * 2)).ignore();
@@ -126,6 +129,7 @@ async fn refresh(shared: &Shared, inbox: &Inbox) {
     {
         tracing::debug!("{e}");
     }
+    shared.refresh_presence(inbox).await;
 }
 
 /// Escapes the glob characters of `SCAN MATCH`.

@@ -17,6 +17,7 @@
 //!   [`CLUSTER_DOWN`](super::CLUSTER_DOWN) / [`CLUSTER_UP`](super::CLUSTER_UP).
 
 mod membership;
+mod presence;
 mod publisher;
 mod subscriber;
 
@@ -36,6 +37,7 @@ use rustls::pki_types::pem::PemObject;
 use super::envelope::{Envelope, Kind};
 use super::secret::{Secrets, redact};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing};
+use crate::channel::{Member, PresencePage, PresenceStats};
 use crate::conn::ConnectionId;
 use crate::{Error, ErrorKind};
 
@@ -174,6 +176,15 @@ struct MemberOp {
     group: String,
     channel: ConnectionId,
     joined: bool,
+    /// A presence group's roster entry, written beside the membership.
+    presence: Option<Presence>,
+}
+
+/// A change to a presence group's roster in Redis.
+#[derive(Debug)]
+enum Presence {
+    Joined { json: String, user_key: String },
+    Left { user_key: String },
 }
 
 /// How to reach Redis: the address and credentials from the URL (and the builder), and the
@@ -517,6 +528,13 @@ impl Redis {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A duration in whole milliseconds, at least 1 (for `PEXPIRE`).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
@@ -654,6 +672,21 @@ impl Shared {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(envelope.encode());
         self.enqueue(what, cmd)
+    }
+
+    /// Hands a presence diff of `group` (JSON) to the other servers with members in it.
+    fn publish_presence_diff(&self, group: &str, diff: &[u8]) {
+        let envelope = Envelope {
+            node: self.node,
+            kind: Kind::Presence,
+            payload: diff,
+        };
+        // Counted as a publish failure when it cannot go: presence diffs are best effort.
+        let _ = self.publish(
+            "cannot send presence changes to other servers",
+            self.group_channel(group),
+            envelope,
+        );
     }
 
     /// Queues a command for the publisher task (see [`publish`](Self::publish)).
@@ -911,6 +944,7 @@ impl Broker for Redis {
             group: group.to_owned(),
             channel,
             joined: true,
+            presence: None,
         });
     }
 
@@ -919,7 +953,60 @@ impl Broker for Redis {
             group: group.to_owned(),
             channel,
             joined: false,
+            presence: None,
         });
+    }
+
+    fn presence_joined(&self, group: &str, member: &Member) {
+        let Ok(json) = serde_json::to_string(member) else {
+            return;
+        };
+        let _ = self.shared.members.send(MemberOp {
+            group: group.to_owned(),
+            channel: member.channel,
+            joined: true,
+            presence: Some(Presence::Joined {
+                json,
+                user_key: member.user_key(),
+            }),
+        });
+    }
+
+    fn presence_left(&self, group: &str, member: &Member) {
+        let _ = self.shared.members.send(MemberOp {
+            group: group.to_owned(),
+            channel: member.channel,
+            joined: false,
+            presence: Some(Presence::Left {
+                user_key: member.user_key(),
+            }),
+        });
+    }
+
+    fn cluster_presence<'a>(
+        &'a self,
+        group: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, ClusterAnswer<PresencePage>> {
+        Box::pin(async move {
+            let inbox = self.shared.inbox.get()?;
+            Some(self.shared.presence_page(inbox, group, cursor, limit).await)
+        })
+    }
+
+    fn cluster_presence_stats<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, ClusterAnswer<PresenceStats>> {
+        Box::pin(async move {
+            let inbox = self.shared.inbox.get()?;
+            Some(self.shared.presence_stats(inbox, group).await)
+        })
+    }
+
+    fn publish_presence(&self, group: &str, diff: &[u8]) {
+        self.shared.publish_presence_diff(group, diff);
     }
 
     fn cluster_groups(&self) -> BoxFuture<'_, ClusterAnswer<Vec<(String, usize)>>> {

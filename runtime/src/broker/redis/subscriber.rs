@@ -332,5 +332,13 @@ fn handle(shared: &Shared, inbox: &Inbox, group_prefix: &str, message: &redis::M
                 counters.events_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Kind::Presence => match message.get_channel_name().strip_prefix(group_prefix) {
+            Some(group) => {
+                inbox.deliver_presence(group, envelope.payload);
+            }
+            None => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        },
     }
 }
