@@ -255,10 +255,7 @@ struct Roster {
 
 impl Roster {
     fn stats(&self) -> PresenceStats {
-        PresenceStats {
-            connections: self.members.len(),
-            users: self.users.len(),
-        }
+        PresenceStats::new(self.members.len(), self.users.len())
     }
 }
 
@@ -272,6 +269,8 @@ pub(crate) struct Presences {
     remote: Mutex<Vec<Diff>>,
     /// Wakes the dispatcher when changes are waiting.
     pub(crate) changed: tokio::sync::Notify,
+    /// Whether a dispatcher runs (the app is served): changes are kept for it only then.
+    dispatching: std::sync::atomic::AtomicBool,
 }
 
 impl Presences {
@@ -323,6 +322,9 @@ impl Presences {
     }
 
     fn record(&self, group: &Arc<str>, join: bool, member: Member) {
+        if !self.dispatching.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         lock(&self.pending).push((group.clone(), join, member));
         self.changed.notify_one();
     }
@@ -388,7 +390,7 @@ impl Presences {
         } else {
             None
         };
-        PresencePage { members, next }
+        PresencePage::new(members, next)
     }
 
     /// This server's roster entries, by group.
@@ -427,6 +429,9 @@ pub(crate) async fn dispatch(app: WeakApp, closed: CancellationToken) {
         return;
     };
     let window = presences.config.window;
+    presences
+        .dispatching
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         tokio::select! {
             () = closed.cancelled() => return,
@@ -508,6 +513,9 @@ mod tests {
         let mut config = PresenceConfig::default();
         config.tracked.add("room*").unwrap();
         let presences = Presences::new(config);
+        presences
+            .dispatching
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let group: Arc<str> = "room".into();
         let a1 = presences.join(&group, member(Some("alice")));
         presences.join(&group, member(Some("alice")));
