@@ -10,6 +10,11 @@
 //!   gets what it missed first. After joining, a client gets the join report `{"group": ..,
 //!   "position": "EPOCH:OFFSET", "recovery": "fresh" | "recovered" | "not_recoverable",
 //!   "reason": ..}`. Otherwise (in one process, by default) messages are bare, as in the seed.
+//! - A client that gives its name (`/chat/{room}?name=alice`, as the page does) is also in
+//!   the room's presence group `who_{room}`: it gets the roster, `{"roster": {"group": ..,
+//!   "members": [..], "next": ..}}`, then the group's diffs, `{"presence": {"group": ..,
+//!   "joins": [..], "leaves": [..]}}`, as people come and go (on any server of a cluster).
+//! - `GET /rooms/{room}/who`: `{"connections": n, "users": n, "members": [..], "next": ..}`.
 //! - `GET /stats`: `{"connections": n, "groups": {"chat_<room>": members, ..}}` (this server).
 //! - `GET /cluster`: the rooms of every server, when it runs in a cluster.
 //! - `GET /`: a page to chat from a browser.
@@ -21,9 +26,10 @@
 
 use serde::{Deserialize, Serialize};
 use switchboard::axum::Json;
+use switchboard::axum::extract::Path;
 use switchboard::axum::response::Html;
 use switchboard::axum::routing::get;
-use switchboard::channel::Position;
+use switchboard::channel::{MemberInfo, Position};
 use switchboard::prelude::*;
 
 /// The payload of `room.message`: emitted as itself, so the listener gets it without a JSON
@@ -52,6 +58,9 @@ async fn chat_room(
     // Boxed: the join's state is not part of the handler's for the life of the connection
     // (every idle connection would carry it).
     Box::pin(join(&ws, &app, &channel, &room, rooms)).await?;
+    if let Some(name) = ws.query_param("name") {
+        Box::pin(show_up(&ws, &app, &channel, &room, &name)).await?;
+    }
     while let Some(message) = ws.receive_json::<Value>().await? {
         let msg = RoomMessage {
             room: room.clone(),
@@ -103,6 +112,60 @@ async fn join(
             Ok(())
         }
         Err(e) => Err(WsError::close(close_code::POLICY_VIOLATION, e.to_string())),
+    }
+}
+
+/// Who is in the room: a client that gives its name (`?name=`, as the page does) joins the
+/// room's presence group `who_{room}` as that user, and gets the roster,
+/// `{"roster": {"group": "who_<room>", "members": [MEMBER, ..], "next": null}}`; then the
+/// group's diffs keep it current (see `switchboard::channel::presence`). Clients without a
+/// name (the fan-out harness's) are in the room but not in its roster.
+async fn show_up(
+    ws: &WebSocket,
+    app: &App,
+    channel: &Channel,
+    room: &str,
+    name: &str,
+) -> Result<(), WsError> {
+    let group = format!("who_{room}");
+    let refuse = |e: switchboard::Error| WsError::close(4400, e.to_string());
+    let me = MemberInfo::user(name)
+        .with_data(json!({ "name": name }))
+        .map_err(refuse)?;
+    let channels = app.channels();
+    channels
+        .add_channel_to_group_as(channel, &group, me)
+        .await
+        .map_err(refuse)?;
+    match channels.presence(&group).await {
+        Ok(roster) => {
+            ws.send_json(&json!({ "roster": {
+                "group": group, "members": roster.members, "next": roster.next,
+            }}))
+            .await
+        }
+        // In a cluster whose Redis is unreachable: no roster for now; the diffs come back
+        // with Redis.
+        Err(e) => {
+            eprintln!("room {room}: no roster: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// `GET /rooms/{room}/who`: the room's presence counts and the first page of its roster.
+async fn who(app: App, Path(room): Path<String>) -> Json<Value> {
+    let group = format!("who_{room}");
+    let channels = app.channels();
+    match (
+        channels.presence_stats(&group).await,
+        channels.presence(&group).await,
+    ) {
+        (Ok(stats), Ok(page)) => Json(json!({
+            "connections": stats.connections, "users": stats.users,
+            "members": page.members, "next": page.next,
+        })),
+        (Err(e), _) | (_, Err(e)) => Json(json!({ "error": e.to_string() })),
     }
 }
 
@@ -160,7 +223,11 @@ async fn main() -> std::process::ExitCode {
             .state(Rooms { recoverable })
             .route("/stats", get(stats))
             .route("/cluster", get(cluster))
-            .route("/", get(page));
+            .route("/rooms/{room}/who", get(who))
+            .route("/", get(page))
+            // Who is in each room, kept current for the named clients.
+            .presence_groups("who_*")
+            .presence_diffs("who_*");
         if recoverable {
             // Every room keeps its last messages with positions: a client that drops gets
             // what it missed when it comes back (across servers, in a cluster).

@@ -187,6 +187,65 @@ async fn chat_rooms_are_isolated_and_every_member_gets_every_message_in_order() 
     assert!(chat.terminate().await.success());
 }
 
+/// A client with a name is in the room's roster: it gets the roster when it joins, then the
+/// diffs as others come and go; `GET /rooms/{room}/who` answers the same; clients without a
+/// name (the harness's) are in the room, not in the roster, and get no presence messages.
+#[tokio::test]
+async fn chat_shows_who_is_in_the_room_and_keeps_it_current() {
+    let chat = Example::start("chat").await;
+    let mut anonymous = chat.connect("/chat/green").await;
+    let mut alice = chat.connect("/chat/green?name=alice").await;
+    let roster: Value = alice.recv_json().await;
+    let names = |members: &Value| -> Vec<String> {
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["data"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(roster["roster"]["group"], "who_green");
+    assert_eq!(names(&roster["roster"]["members"]), ["alice"]);
+    let diff: Value = alice.recv_json().await;
+    assert_eq!(names(&diff["presence"]["joins"]), ["alice"], "{diff}");
+    let mut bob = chat.connect("/chat/green?name=bob").await;
+    let roster: Value = bob.recv_json().await;
+    let mut listed = names(&roster["roster"]["members"]);
+    listed.sort();
+    assert_eq!(listed, ["alice", "bob"]);
+    let diff: Value = alice.recv_json().await;
+    assert_eq!(names(&diff["presence"]["joins"]), ["bob"], "{diff}");
+    let who: Value = chat.get("/rooms/green/who").await.json();
+    assert_eq!(
+        (&who["connections"], &who["users"]),
+        (&json!(2), &json!(2)),
+        "{who}"
+    );
+    drop(bob);
+    let diff: Value = alice.recv_json().await;
+    assert_eq!(names(&diff["presence"]["leaves"]), ["bob"], "{diff}");
+    // Messages still reach everyone in the room, the unnamed too; presence reached no one
+    // without a name.
+    alice.send_json(&json!("hi")).await;
+    assert_eq!(
+        anonymous.recv_json::<Value>().await,
+        json!({"room": "green", "message": "hi"})
+    );
+    assert_eq!(
+        alice.recv_json::<Value>().await,
+        json!({"room": "green", "message": "hi"})
+    );
+    // A name too long for member info is refused with the reason.
+    let long = "x".repeat(2000);
+    let mut refused = chat.connect(&format!("/chat/green?name={long}")).await;
+    match refused.recv().await {
+        Received::Close(4400, reason) => assert!(reason.contains("member info"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    drop((anonymous, alice, refused));
+    assert!(chat.terminate().await.success());
+}
+
 #[tokio::test]
 async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
     let Some(redis) = switchboard::testing::RedisServer::start().await else {
@@ -762,6 +821,9 @@ async fn two_pages_on_a_cluster_recover_what_was_said_while_a_server_restarted()
     let two = start(two_addr.clone()).await;
     join_lobby(&alice, &one_addr, "alice").await;
     join_lobby(&bob, &two_addr, "bob").await;
+    // Who is in the room, across the two servers.
+    alice.until_text("who", "In the room: alice, bob").await;
+    bob.until_text("who", "In the room: alice, bob").await;
     say(&alice, "hello bob").await;
     bob.until_contains("log", "alice: hello bob").await;
     say(&bob, "hello alice").await;
@@ -770,12 +832,14 @@ async fn two_pages_on_a_cluster_recover_what_was_said_while_a_server_restarted()
     // Bob's server restarts; Alice speaks while it is down.
     assert!(two.terminate().await.success());
     bob.until_contains("status", "reconnecting").await;
+    alice.until_text("who", "In the room: alice").await;
     say(&alice, "said during the restart").await;
     alice
         .until_contains("log", "alice: said during the restart")
         .await;
     let two = start(two_addr.clone()).await;
     bob.until_text("status", "connected").await;
+    alice.until_text("who", "In the room: alice, bob").await;
     let log = bob.until_contains("log", "said during the restart").await;
     assert_eq!(
         log.matches("said during the restart").count(),

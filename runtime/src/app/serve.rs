@@ -313,5 +313,8 @@ impl Shutdown {
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
         }
+        // The connections' last leaves reach the other servers before this one goes.
+        self.app.flush_presence();
+        let _ = tokio::time::timeout(limit, self.app.broker().flush()).await;
     }
 }

@@ -398,6 +398,13 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// servers, which take them with [`Inbox::deliver_presence`].
     fn publish_presence(&self, _group: &str, _diff: &[u8]) {}
 
+    /// Completes once what this server handed the broker so far (publications, membership
+    /// and presence changes) has been written: a graceful shutdown waits for it (bounded),
+    /// so the other servers hear of this server's last leaves.
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Every group with members on any server, with its member count, sorted by name.
     /// `None`: this broker cannot answer (the channel layer answers with this server's).
     fn cluster_groups(&self) -> BoxFuture<'_, ClusterAnswer<Vec<(String, usize)>>> {

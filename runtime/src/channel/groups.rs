@@ -486,7 +486,9 @@ impl Groups {
     /// A member left `group` here, whichever way: the broker and the roster hear of it.
     fn member_left(&self, group: &str, channel: ConnectionId) {
         self.broker.member_left(group, channel);
-        if let Some(member) = self.presences.leave(group, channel) {
+        if self.presences.tracks(group)
+            && let Some(member) = self.presences.leave(group, channel)
+        {
             self.broker.presence_left(group, &member);
         }
     }

@@ -461,6 +461,21 @@ pub(crate) async fn dispatch(app: WeakApp, closed: CancellationToken) {
     }
 }
 
+impl App {
+    /// Hands the presence changes waiting for the window's end to the other servers now (at
+    /// shutdown: this server's members are gone, the others' are not).
+    pub(crate) fn flush_presence(&self) {
+        if !self.broker().is_clustered() {
+            return;
+        }
+        for diff in self.groups().presences.take_diffs() {
+            if let Ok(json) = serde_json::to_vec(&diff) {
+                self.broker().publish_presence(&diff.group, &json);
+            }
+        }
+    }
+}
+
 /// Emits a diff's changes in order, and pushes it to the group's members here.
 async fn apply(app: &App, diff: &Diff) {
     for (join, member) in &diff.changes {

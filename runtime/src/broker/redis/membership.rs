@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{MemberOp, Presence, Shared, UP, millis, now_ms};
+use super::{MemberOp, Membership, Presence, Shared, UP, millis, now_ms};
 use crate::Error;
 use crate::broker::Inbox;
 use crate::conn::ConnectionId;
@@ -23,7 +23,7 @@ impl Shared {
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, inbox: Inbox, mut ops: UnboundedReceiver<MemberOp>) {
+pub(super) async fn run(shared: Arc<Shared>, inbox: Inbox, mut ops: UnboundedReceiver<Membership>) {
     let ttl = shared.config().membership_ttl;
     let mut ticker = tokio::time::interval(ttl / 3);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -34,13 +34,23 @@ pub(super) async fn run(shared: Arc<Shared>, inbox: Inbox, mut ops: UnboundedRec
             () = shared.refresh_now.notified() => refresh(&shared, &inbox).await,
             op = ops.recv() => {
                 let Some(op) = op else { return };
-                let mut batch = vec![op];
-                while batch.len() < BATCH
-                    && let Ok(more) = ops.try_recv()
-                {
-                    batch.push(more);
+                let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+                let mut next = Some(op);
+                while let Some(op) = next.take() {
+                    match op {
+                        Membership::Op(op) => batch.push(op),
+                        Membership::Flush(done) => flushes.push(done),
+                    }
+                    if batch.len() < BATCH {
+                        next = ops.try_recv().ok();
+                    }
                 }
-                write(&shared, &batch).await;
+                if !batch.is_empty() {
+                    write(&shared, &batch).await;
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
             }
         }
     }

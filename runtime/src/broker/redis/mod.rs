@@ -119,10 +119,12 @@ enum Control {
 }
 
 /// A message waiting for the publisher task: a `PUBLISH`, or (a recoverable group's message)
-/// the script that appends it to the group's stream and publishes it with its position.
+/// the script that appends it to the group's stream and publishes it with its position; or a
+/// flush, answered once everything queued before it was written.
 #[derive(Debug)]
-struct Publication {
-    cmd: redis::Cmd,
+enum Publication {
+    Cmd(redis::Cmd),
+    Flush(oneshot::Sender<()>),
 }
 
 /// Appends a message to a recoverable group's stream and publishes it, in one step: the
@@ -169,6 +171,14 @@ fn new_epoch() -> String {
 /// Publications waiting for Redis, at most: past that, publishing fails at once (Redis is too
 /// slow for the load) instead of queueing without bound.
 const PUBLISH_QUEUE: usize = 16 * 1024;
+
+/// A request to the membership task: a change, or a flush (answered once every change queued
+/// before it was written).
+#[derive(Debug)]
+enum Membership {
+    Op(MemberOp),
+    Flush(oneshot::Sender<()>),
+}
 
 /// A membership change for the registry in Redis.
 #[derive(Debug)]
@@ -238,8 +248,8 @@ struct Shared {
     commands: tokio::sync::OnceCell<ConnectionManager>,
     control: mpsc::UnboundedSender<Control>,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
-    members: mpsc::UnboundedSender<MemberOp>,
-    members_rx: Mutex<Option<mpsc::UnboundedReceiver<MemberOp>>>,
+    members: mpsc::UnboundedSender<Membership>,
+    members_rx: Mutex<Option<mpsc::UnboundedReceiver<Membership>>>,
     publications: mpsc::Sender<Publication>,
     publications_rx: Mutex<Option<mpsc::Receiver<Publication>>>,
     /// Pushed when the connection is back, so the registry is rewritten at once.
@@ -693,7 +703,7 @@ impl Shared {
     fn enqueue(&self, what: &str, cmd: redis::Cmd) -> Result<(), Error> {
         let queued = self.check_up(what).and_then(|()| {
             self.publications
-                .try_send(Publication { cmd })
+                .try_send(Publication::Cmd(cmd))
                 .map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => self.broker_error(
                         what,
@@ -940,28 +950,28 @@ impl Broker for Redis {
     }
 
     fn member_joined(&self, group: &str, channel: ConnectionId) {
-        let _ = self.shared.members.send(MemberOp {
+        let _ = self.shared.members.send(Membership::Op(MemberOp {
             group: group.to_owned(),
             channel,
             joined: true,
             presence: None,
-        });
+        }));
     }
 
     fn member_left(&self, group: &str, channel: ConnectionId) {
-        let _ = self.shared.members.send(MemberOp {
+        let _ = self.shared.members.send(Membership::Op(MemberOp {
             group: group.to_owned(),
             channel,
             joined: false,
             presence: None,
-        });
+        }));
     }
 
     fn presence_joined(&self, group: &str, member: &Member) {
         let Ok(json) = serde_json::to_string(member) else {
             return;
         };
-        let _ = self.shared.members.send(MemberOp {
+        let _ = self.shared.members.send(Membership::Op(MemberOp {
             group: group.to_owned(),
             channel: member.channel,
             joined: true,
@@ -969,18 +979,18 @@ impl Broker for Redis {
                 json,
                 user_key: member.user_key(),
             }),
-        });
+        }));
     }
 
     fn presence_left(&self, group: &str, member: &Member) {
-        let _ = self.shared.members.send(MemberOp {
+        let _ = self.shared.members.send(Membership::Op(MemberOp {
             group: group.to_owned(),
             channel: member.channel,
             joined: false,
             presence: Some(Presence::Left {
                 user_key: member.user_key(),
             }),
-        });
+        }));
     }
 
     fn cluster_presence<'a>(
@@ -1007,6 +1017,25 @@ impl Broker for Redis {
 
     fn publish_presence(&self, group: &str, diff: &[u8]) {
         self.shared.publish_presence_diff(group, diff);
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (written, done) = oneshot::channel();
+            if self.shared.members.send(Membership::Flush(written)).is_ok() {
+                let _ = done.await;
+            }
+            let (written, done) = oneshot::channel();
+            if self
+                .shared
+                .publications
+                .send(Publication::Flush(written))
+                .await
+                .is_ok()
+            {
+                let _ = done.await;
+            }
+        })
     }
 
     fn cluster_groups(&self) -> BoxFuture<'_, ClusterAnswer<Vec<(String, usize)>>> {

@@ -49,15 +49,28 @@ async fn publish(shared: &Shared, batch: &mut Vec<Publication>) {
         return;
     }
     let mut pipe = redis::pipe();
-    let count = batch.len() as u64;
+    let mut flushes = Vec::new();
     for publication in batch.drain(..) {
-        pipe.add_command(publication.cmd).ignore();
+        match publication {
+            Publication::Cmd(cmd) => {
+                pipe.add_command(cmd).ignore();
+            }
+            Publication::Flush(done) => flushes.push(done),
+        }
     }
+    let count = pipe.len() as u64;
     let counters = &shared.counters;
-    match shared
-        .pipeline("cannot publish to other servers", &pipe)
-        .await
-    {
+    let published = if count == 0 {
+        Ok(())
+    } else {
+        shared
+            .pipeline("cannot publish to other servers", &pipe)
+            .await
+    };
+    for done in flushes {
+        let _ = done.send(());
+    }
+    match published {
         Ok(()) => {
             counters.published.fetch_add(count, Ordering::Relaxed);
         }
