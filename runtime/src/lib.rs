@@ -13,7 +13,8 @@ extern crate self as switchboard;
 //             the live connections
 //   broker    where groups live (`Local`, `Redis`); delivers into the app through a trait
 //   event     the event bus
-//   channel   channel groups, on the connection core and the broker; recoverable groups
+//   channel   channel groups, on the connection core and the broker; recoverable groups;
+//             presence
 //   ws        WebSocket routes, on the connection core, channels and events
 //   registry  what the macros register, and the conflict checks
 //   extract   parameters that come from the app (`State<T>`, extractor impls)

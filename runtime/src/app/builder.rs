@@ -524,7 +524,7 @@ impl Builder {
     /// pattern. Other groups pay nothing for it.
     ///
     /// With the Redis broker the roster spans the cluster: each server writes its members to
-    /// Redis and rewrites them every third of [`Redis::membership_ttl`](crate::broker::Redis),
+    /// Redis and rewrites them every third of `Redis::membership_ttl`,
     /// so the members of a server that stops without a goodbye leave the roster (and their
     /// leaves are emitted and pushed) within that TTL and a third; the changes of every
     /// server reach every server that has members in the group.

@@ -1,5 +1,6 @@
 //! Channel groups: a connection's [`Channel`], and the app's [`ChannelBox`] that adds channels to
-//! groups and sends to them.
+//! groups and sends to them; recoverable groups ([`Position`], [`Joined`]) and presence
+//! ([`presence`]: rosters, [`MemberInfo`], [`PresenceStats`], diffs).
 //!
 //! - `groups`: the group table (each group a ring its local members' writers read) and the
 //!   broker calls that take groups beyond this process.
@@ -13,7 +14,7 @@ mod channel_box;
 mod expiry;
 pub(crate) mod groups;
 mod history;
-pub(crate) mod presence;
+pub mod presence;
 mod recovery;
 
 use std::any::Any;

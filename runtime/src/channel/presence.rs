@@ -10,8 +10,8 @@
 //! Joins and leaves (every way a member goes: it leaves, its connection ends, it expires, the
 //! groups are flushed) are collected for a short window
 //! ([`Builder::presence_window`](crate::Builder::presence_window)); at its end, each change is
-//! emitted as an event ([`names::PRESENCE_JOIN`](crate::event::names::PRESENCE_JOIN),
-//! [`names::PRESENCE_LEAVE`](crate::event::names::PRESENCE_LEAVE)), in order, and the groups
+//! emitted as an event ([`names::PRESENCE_JOIN`],
+//! [`names::PRESENCE_LEAVE`]), in order, and the groups
 //! named in [`Builder::presence_diffs`](crate::Builder::presence_diffs) get one message with
 //! the window's changes:
 //!
@@ -158,8 +158,8 @@ impl PresenceStats {
     }
 }
 
-/// Payload of [`names::PRESENCE_JOIN`](crate::event::names::PRESENCE_JOIN) and
-/// [`names::PRESENCE_LEAVE`](crate::event::names::PRESENCE_LEAVE).
+/// Payload of [`names::PRESENCE_JOIN`] and
+/// [`names::PRESENCE_LEAVE`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PresenceChange {
