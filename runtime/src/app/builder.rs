@@ -90,6 +90,9 @@ impl std::fmt::Debug for Builder {
     }
 }
 
+/// The largest presence page (`Builder::presence_page_size`).
+const MAX_PRESENCE_PAGE: usize = 5000;
+
 impl Builder {
     pub(super) fn new() -> Self {
         Self {
@@ -524,10 +527,11 @@ impl Builder {
     /// pattern. Other groups pay nothing for it.
     ///
     /// With the Redis broker the roster spans the cluster: each server writes its members to
-    /// Redis and rewrites them every third of `Redis::membership_ttl`,
-    /// so the members of a server that stops without a goodbye leave the roster (and their
-    /// leaves are emitted and pushed) within that TTL and a third; the changes of every
-    /// server reach every server that has members in the group.
+    /// Redis and rewrites them every third of `Redis::membership_ttl`, so the members of a
+    /// server that stops without a goodbye leave the roster (and their leaves are emitted and
+    /// pushed) within that TTL and a third, plus a window, in the groups that have members
+    /// on a live server (at the next query in the others); the changes of every server reach
+    /// every server that has members in the group.
     pub fn presence_groups(mut self, pattern: &str) -> Self {
         if let Err(problem) = self.groups.presence.tracked.add(pattern) {
             self.pattern_problem
@@ -567,7 +571,7 @@ impl Builder {
     }
 
     /// The most members one page of [`ChannelBox::presence`](crate::ChannelBox::presence)
-    /// lists (default 1000).
+    /// lists (default 1000, at most 5000).
     pub fn presence_page_size(mut self, members: usize) -> Self {
         self.groups.presence.page = members;
         self
@@ -716,8 +720,8 @@ impl Builder {
             "outbound_queue_bytes must be at least 1"
         } else if self.groups.presence.window.is_zero() {
             "presence_window must be more than zero"
-        } else if self.groups.presence.page == 0 {
-            "presence_page_size must be at least 1"
+        } else if self.groups.presence.page == 0 || self.groups.presence.page > MAX_PRESENCE_PAGE {
+            "presence_page_size must be between 1 and 5000"
         } else if self.groups.sweep_interval.is_zero() {
             "expiry_sweep_interval must be more than zero"
         } else if self.groups.history.max_entries == 0 {

@@ -99,6 +99,8 @@ impl ChannelBox {
     /// cluster) with what they told the others and when they joined, at most
     /// [`Builder::presence_page_size`](crate::Builder::presence_page_size) of them; `next`
     /// says where the following page starts ([`presence_after`](Self::presence_after)).
+    /// In a cluster the roster is written to Redis in the background: a join a moment ago
+    /// may not be listed yet (its diff follows).
     pub async fn presence(&self, group: &str) -> Result<PresencePage, Error> {
         self.presence_page(group, None).await
     }

@@ -21,7 +21,7 @@
 //!
 //! where a `MEMBER` is `{"channel":"<uuid>","user":"alice"|null,"data":..,"joined_at":MS}`
 //! (milliseconds since the Unix epoch). A member that joined and left within one window is in
-//! neither list. A window with more changes than
+//! neither list; one that left and joined again is in both: apply the leaves, then the joins. A window with more changes than
 //! [`Builder::presence_max_diff`](crate::Builder::presence_max_diff) sends the counts instead,
 //! and the client fetches the roster again if it shows it:
 //!
@@ -72,8 +72,15 @@ impl MemberInfo {
         Ok(self)
     }
 
-    /// Its encoded size, checked against `max` bytes.
+    /// Its encoded size, checked against `max` bytes, and its nesting (at most
+    /// [`MAX_DEPTH`] levels, so every server and Redis's scripts read it back).
     pub(crate) fn check(&self, max: usize) -> Result<(), Error> {
+        if depth(&self.data) > MAX_DEPTH {
+            return Err(Error::new(
+                ErrorKind::InvalidGroup,
+                format!("member info is nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
         let size = self.user.as_ref().map_or(0, String::len)
             + serde_json::to_string(&self.data).map_or(usize::MAX, |s| s.len());
         if size > max {
@@ -86,6 +93,17 @@ impl MemberInfo {
             ));
         }
         Ok(())
+    }
+}
+
+/// How deep member info may nest (arrays and objects).
+pub const MAX_DEPTH: usize = 32;
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -219,6 +237,12 @@ impl Diff {
     }
 }
 
+/// Diffs from other servers that may wait for the dispatcher.
+const MAX_REMOTE: usize = 10_000;
+
+/// The most changes one diff carries between servers (a larger window goes in several).
+const CHANGES_PER_PUBLISH: usize = 1000;
+
 /// Settings of presence.
 #[derive(Debug, Clone)]
 pub(crate) struct PresenceConfig {
@@ -333,9 +357,23 @@ impl Presences {
         !lock(&self.pending).is_empty()
     }
 
-    /// A diff from another server, for the dispatcher.
+    /// A diff from another server, for the dispatcher. Past [`MAX_REMOTE`] diffs waiting
+    /// (a dispatcher stalled by slow listeners), the oldest go, counted in a warning.
     pub(crate) fn received(&self, diff: Diff) {
-        lock(&self.remote).push(diff);
+        let dropped = {
+            let mut remote = lock(&self.remote);
+            remote.push(diff);
+            let over = remote.len().saturating_sub(MAX_REMOTE);
+            remote.drain(..over);
+            over
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "presence changes from other servers were dropped: the dispatcher is behind \
+                 (slow presence listeners?)"
+            );
+        }
         self.changed.notify_one();
     }
 
@@ -381,7 +419,7 @@ impl Presences {
         let mut members: Vec<Member> = roster
             .members
             .range((start, Bound::Unbounded))
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .map(|(_, member)| member.clone())
             .collect();
         let next = if members.len() > limit {
@@ -447,13 +485,11 @@ pub(crate) async fn dispatch(app: WeakApp, closed: CancellationToken) {
         let Some(app) = app.upgrade() else {
             return;
         };
-        for diff in presences.take_diffs() {
-            if app.broker().is_clustered()
-                && let Ok(json) = serde_json::to_vec(&diff)
-            {
-                app.broker().publish_presence(&diff.group, &json);
-            }
-            apply(&app, &diff).await;
+        let diffs = presences.take_diffs();
+        // Handed to the other servers first, so a shutdown's flush finds them all queued.
+        publish(&app, &diffs);
+        for diff in &diffs {
+            apply(&app, diff).await;
         }
         for diff in presences.take_remote() {
             apply(&app, &diff).await;
@@ -465,13 +501,21 @@ impl App {
     /// Hands the presence changes waiting for the window's end to the other servers now (at
     /// shutdown: this server's members are gone, the others' are not).
     pub(crate) fn flush_presence(&self) {
-        if !self.broker().is_clustered() {
-            return;
-        }
-        for diff in self.groups().presences.take_diffs() {
-            if let Ok(json) = serde_json::to_vec(&diff) {
-                self.broker().publish_presence(&diff.group, &json);
-            }
+        publish(self, &self.groups().presences.take_diffs());
+    }
+}
+
+/// Hands this server's diffs to the other servers, in pieces of at most
+/// [`CHANGES_PER_PUBLISH`] changes.
+fn publish(app: &App, diffs: &[Diff]) {
+    if !app.broker().is_clustered() {
+        return;
+    }
+    for diff in diffs {
+        for changes in diff.changes.chunks(CHANGES_PER_PUBLISH) {
+            let piece = serde_json::json!({ "group": diff.group, "changes": changes });
+            app.broker()
+                .publish_presence(&diff.group, piece.to_string().as_bytes());
         }
     }
 }
@@ -504,7 +548,13 @@ async fn apply(app: &App, diff: &Diff) {
             // cluster, the cluster's now.
             let stats = match app.broker().cluster_presence_stats(&diff.group).await {
                 Some(Ok(stats)) => stats,
-                _ => diff.stats,
+                None => diff.stats,
+                // Without the cluster's counts, no reset that would say wrong ones: the next
+                // diff or roster fetch brings the members up to date.
+                Some(Err(e)) => {
+                    tracing::warn!(group = diff.group, "presence counts unavailable: {e}");
+                    return;
+                }
             };
             serde_json::json!({ "presence": {
                 "group": diff.group, "reset": true,
@@ -583,5 +633,22 @@ mod tests {
                 .check(1024)
                 .is_err()
         );
+        let mut deep = serde_json::json!(1);
+        for _ in 0..MAX_DEPTH {
+            deep = serde_json::json!([deep]);
+        }
+        assert!(
+            MemberInfo::user("x")
+                .with_data(&deep)
+                .unwrap()
+                .check(1024)
+                .is_ok()
+        );
+        let e = MemberInfo::user("x")
+            .with_data(serde_json::json!([deep]))
+            .unwrap()
+            .check(1024)
+            .unwrap_err();
+        assert!(e.to_string().contains("nested more than 32 levels"), "{e}");
     }
 }

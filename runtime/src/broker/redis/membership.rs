@@ -30,29 +30,47 @@ pub(super) async fn run(shared: Arc<Shared>, inbox: Inbox, mut ops: UnboundedRec
     loop {
         tokio::select! {
             () = inbox.closed() => return,
-            _ = ticker.tick() => refresh(&shared, &inbox).await,
-            () = shared.refresh_now.notified() => refresh(&shared, &inbox).await,
+            _ = ticker.tick() => {
+                // What was queued before the rewrite is written first: a member that just
+                // joined is not taken for one the rewrite found missing.
+                write_queued(&shared, &mut ops, None).await;
+                refresh(&shared, &inbox).await;
+            }
+            () = shared.refresh_now.notified() => {
+                write_queued(&shared, &mut ops, None).await;
+                refresh(&shared, &inbox).await;
+            }
             op = ops.recv() => {
                 let Some(op) = op else { return };
-                let (mut batch, mut flushes) = (Vec::new(), Vec::new());
-                let mut next = Some(op);
-                while let Some(op) = next.take() {
-                    match op {
-                        Membership::Op(op) => batch.push(op),
-                        Membership::Flush(done) => flushes.push(done),
-                    }
-                    if batch.len() < BATCH {
-                        next = ops.try_recv().ok();
-                    }
-                }
-                if !batch.is_empty() {
-                    write(&shared, &batch).await;
-                }
-                for done in flushes {
-                    let _ = done.send(());
-                }
+                write_queued(&shared, &mut ops, Some(op)).await;
             }
         }
+    }
+}
+
+/// Writes `first` and what is queued behind it (up to a batch), then answers the flushes
+/// among them.
+async fn write_queued(
+    shared: &Shared,
+    ops: &mut UnboundedReceiver<Membership>,
+    first: Option<Membership>,
+) {
+    let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+    let mut next = first.or_else(|| ops.try_recv().ok());
+    while let Some(op) = next.take() {
+        match op {
+            Membership::Op(op) => batch.push(op),
+            Membership::Flush(done) => flushes.push(done),
+        }
+        if batch.len() < BATCH {
+            next = ops.try_recv().ok();
+        }
+    }
+    if !batch.is_empty() {
+        write(shared, &batch).await;
+    }
+    for done in flushes {
+        let _ = done.send(());
     }
 }
 

@@ -20,19 +20,21 @@ use crate::Error;
 use crate::broker::Inbox;
 use crate::channel::{Member, PresencePage, PresenceStats};
 
-/// Adds a member (or rewrites it with a new expiry: a member already there is not counted
-/// again). KEYS: pm, pu, pl, pe. ARGV: key ttl (ms), expiry (ms), then per member: channel,
+/// Adds members (or rewrites them with a new expiry: a member already there is not counted
+/// again); returns the channels that were not there (new, or swept out meanwhile). KEYS: pm, pu, pl, pe. ARGV: key ttl (ms), expiry (ms), then per member: channel,
 /// JSON, user key.
 const WRITE: &str = r"
+local added = {}
 for i = 3, #ARGV, 3 do
   if redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('HINCRBY', KEYS[2], ARGV[i + 2], 1)
+    table.insert(added, ARGV[i])
   end
   redis.call('ZADD', KEYS[3], 0, ARGV[i])
   redis.call('ZADD', KEYS[4], ARGV[2], ARGV[i])
 end
 for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
-return 1
+return added
 ";
 
 /// Removes a member. KEYS: pm, pu, pl, pe. ARGV: channel, user key.
@@ -74,8 +76,11 @@ if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(ids))
 ";
 
-/// Expired members one sweep removes, at most.
+/// Expired members one sweep call removes, at most.
 const SWEEP_MAX: usize = 1000;
+
+/// Sweep calls in a row, at most (while each finds `SWEEP_MAX`): 100k members at once.
+const SWEEP_CALLS: usize = 100;
 
 /// Members per `WRITE` call of a refresh.
 const WRITE_CHUNK: usize = 300;
@@ -120,22 +125,27 @@ impl Shared {
     /// Removes the expired members of `group` and hands them, as leaves, to this server and
     /// the others (they were on servers that stopped answering).
     async fn sweep(&self, inbox: &Inbox, group: &str) -> Result<(), Error> {
-        let mut cmd = self.presence_script(SWEEP, group);
-        cmd.arg(now_ms()).arg(SWEEP_MAX);
-        let gone: Vec<String> = self
-            .query("cannot sweep the group's presence", &cmd)
-            .await?;
-        if gone.is_empty() {
-            return Ok(());
+        for _ in 0..SWEEP_CALLS {
+            let mut cmd = self.presence_script(SWEEP, group);
+            cmd.arg(now_ms()).arg(SWEEP_MAX);
+            let gone: Vec<String> = self
+                .query("cannot sweep the group's presence", &cmd)
+                .await?;
+            if gone.is_empty() {
+                break;
+            }
+            let changes: Vec<Value> = gone
+                .iter()
+                .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+                .map(|member| serde_json::json!([false, member]))
+                .collect();
+            let diff = serde_json::json!({ "group": group, "changes": changes }).to_string();
+            inbox.deliver_presence(group, diff.as_bytes());
+            self.publish_presence_diff(group, diff.as_bytes());
+            if gone.len() < SWEEP_MAX {
+                break;
+            }
         }
-        let changes: Vec<Value> = gone
-            .iter()
-            .filter_map(|json| serde_json::from_str::<Value>(json).ok())
-            .map(|member| serde_json::json!([false, member]))
-            .collect();
-        let diff = serde_json::json!({ "group": group, "changes": changes }).to_string();
-        inbox.deliver_presence(group, diff.as_bytes());
-        self.publish_presence_diff(group, diff.as_bytes());
         Ok(())
     }
 
@@ -161,7 +171,7 @@ impl Shared {
             }
         };
         let mut cmd = self.presence_script(PAGE, group);
-        cmd.arg(start).arg(limit + 1);
+        cmd.arg(start).arg(limit.saturating_add(1));
         let found: Vec<Option<String>> =
             self.query("cannot list the group's presence", &cmd).await?;
         let mut members: Vec<Member> = found
@@ -195,7 +205,9 @@ impl Shared {
     }
 
     /// Rewrites this server's members of every presence group with a new expiry, and sweeps
-    /// out the expired members of those groups.
+    /// out the expired members of those groups. Members the rewrite finds missing (swept out
+    /// while this server could not refresh them, or lost with Redis's data) are announced to
+    /// the other servers as joins again.
     pub(super) async fn refresh_presence(&self, inbox: &Inbox) {
         for (group, members) in inbox.local_presence() {
             let entries: Vec<(String, String, String)> = members
@@ -207,12 +219,27 @@ impl Shared {
                 .collect();
             let mut pipe = redis::pipe();
             for chunk in entries.chunks(WRITE_CHUNK) {
-                pipe.add_command(self.presence_write(&group, chunk))
-                    .ignore();
+                pipe.add_command(self.presence_write(&group, chunk));
             }
-            if let Err(e) = self.pipeline("cannot refresh presence", &pipe).await {
-                tracing::debug!("{e}");
-                return;
+            let added: Vec<Vec<String>> =
+                match self.pipeline_query("cannot refresh presence", &pipe).await {
+                    Ok(added) => added,
+                    Err(e) => {
+                        tracing::debug!("{e}");
+                        return;
+                    }
+                };
+            let added: std::collections::HashSet<String> = added.into_iter().flatten().collect();
+            if !added.is_empty() {
+                let changes: Vec<Value> = members
+                    .iter()
+                    .filter(|member| added.contains(&member.channel.to_string()))
+                    .map(|member| serde_json::json!([true, member]))
+                    .collect();
+                for piece in changes.chunks(SWEEP_MAX) {
+                    let diff = serde_json::json!({ "group": group, "changes": piece });
+                    self.publish_presence_diff(&group, diff.to_string().as_bytes());
+                }
             }
             if let Err(e) = self.sweep(inbox, &group).await {
                 tracing::debug!("{e}");
