@@ -32,9 +32,11 @@ use switchboard::axum::routing::get;
 use switchboard::channel::{MemberInfo, Position};
 use switchboard::prelude::*;
 
-/// The payload of `room.message`: emitted as itself, so the listener gets it without a JSON
-/// round trip.
-#[derive(Clone, Serialize, Deserialize)]
+/// The event `room.message`, typed: the type names it, so neither the emit nor the listener
+/// writes (or can mistype) the name. Emitted as itself, so the listener gets it without a
+/// JSON round trip.
+#[derive(Event, Clone, Serialize, Deserialize)]
+#[event("room.message")]
 struct RoomMessage {
     room: String,
     message: Value,
@@ -66,7 +68,7 @@ async fn chat_room(
             room: room.clone(),
             message,
         };
-        app.events().emit("room.message", msg).await;
+        app.events().emit_event(msg).await;
     }
     Ok(()) // the channel leaves its group when the connection ends
 }
@@ -169,7 +171,7 @@ async fn who(app: App, Path(room): Path<String>) -> Json<Value> {
     }
 }
 
-#[on("room.message")]
+#[on(RoomMessage)]
 async fn broadcast(msg: RoomMessage, channels: ChannelBox) -> Result<(), switchboard::Error> {
     channels
         .group_send(format!("chat_{}", msg.room), &msg)

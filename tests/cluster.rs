@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use switchboard::broker::{CLUSTER_DOWN, CLUSTER_UP, Redis};
+use switchboard::broker::{CLUSTER_DOWN, CLUSTER_UP, ClusterDown, ClusterUp, Redis};
 use switchboard::prelude::*;
 use switchboard::testing::{RedisServer, TestClient, TestServer};
 use switchboard::{ErrorKind, ws::ConnectionId};
@@ -390,6 +390,9 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
     }
     let down = wait_for_event(&mut a, CLUSTER_DOWN).await;
     assert_eq!(down["node"], json!(a.broker.node_id()));
+    // The payload is the typed event's (`#[on(ClusterDown)]` listeners get it).
+    let typed: ClusterDown = serde_json::from_value(down).unwrap();
+    assert_eq!(json!(typed.node), json!(a.broker.node_id()));
     wait_for_event(&mut b, CLUSTER_DOWN).await;
     assert!(!a.broker.is_connected());
 
@@ -423,6 +426,8 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
     redis.resume().await;
     let up = wait_for_event(&mut a, CLUSTER_UP).await;
     assert_eq!(up["resubscribed"], 2);
+    let typed: ClusterUp = serde_json::from_value(up).unwrap();
+    assert_eq!(typed.resubscribed, 2);
     wait_for_event(&mut b, CLUSTER_UP).await;
     assert_eq!(a.broker.subscribed_groups(), ["late", "room"]);
     assert_eq!(b.broker.subscribed_groups(), ["room"]);

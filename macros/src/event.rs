@@ -69,11 +69,13 @@ impl Parse for Args {
     }
 }
 
-/// The event a listener names: a string literal (checked here), or a path to a `const` name
-/// (checked when the constant is evaluated, by a `const fn` of the runtime).
+/// The event a listener names: a string literal (checked here), a path to a `const` name
+/// (checked when the constant is evaluated, by a `const fn` of the runtime), or an event type
+/// (its `Event::NAME`; the payload parameter must be that type).
 enum Event {
     Literal(LitStr),
     Const(syn::Path),
+    Type(syn::Path),
 }
 
 /// The validated attribute.
@@ -122,7 +124,7 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
                 if event.is_none() && seen.is_empty() && p.qself.is_none() =>
             {
                 match const_path(p.path, errors) {
-                    Some(path) => event = Some(Event::Const(path)),
+                    Some(event_path) => event = Some(event_path),
                     None => positional = true,
                 }
             }
@@ -176,22 +178,24 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
     })
 }
 
-/// A path to a `const` holding the event name: its last segment is written in
-/// SCREAMING_SNAKE_CASE, as Rust names constants.
-fn const_path(path: syn::Path, errors: &mut Errors) -> Option<syn::Path> {
+/// A path to a `const` holding the event name (its last segment in SCREAMING_SNAKE_CASE, as
+/// Rust names constants), or to an event type (in UpperCamelCase, as Rust names types).
+fn const_path(path: syn::Path, errors: &mut Errors) -> Option<Event> {
     let last = path.segments.last()?;
     let name = last.ident.to_string();
-    let screaming = name.chars().any(|c| c.is_ascii_uppercase())
-        && !name.chars().any(char::is_lowercase)
-        && last.arguments.is_empty();
-    if screaming {
-        return Some(path);
+    let upper = name.chars().any(|c| c.is_ascii_uppercase());
+    let lower = name.chars().any(char::is_lowercase);
+    if upper && !lower && last.arguments.is_empty() {
+        return Some(Event::Const(path));
+    }
+    if name.starts_with(|c: char| c.is_ascii_uppercase()) && lower {
+        return Some(Event::Type(path));
     }
     errors.push(
         last.ident.span(),
-        format!("`{name}` is not a constant name"),
+        format!("`{name}` is neither a constant nor a type name"),
         Some(
-            "write the event name as a string literal, or a path to a `const` of type `&str` named in SCREAMING_SNAKE_CASE, such as `#[on(names::WS_ERROR)]`",
+            "write the event name as a string literal, a path to a `const` of type `&str` named in SCREAMING_SNAKE_CASE (`#[on(names::WS_ERROR)]`), or an event type (`#[on(RoomMessage)]`)",
         ),
     );
     None
@@ -292,7 +296,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
         .iter()
         .zip(&args)
         .filter_map(|(input, arg)| match input {
-            FnArg::Typed(pat) => Some(extract(&pat.ty, arg)),
+            FnArg::Typed(pat) => Some(extract(&pat.ty, arg, &listener.event)),
             // Refused by validation.
             FnArg::Receiver(_) => None,
         });
@@ -317,6 +321,12 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
             quote_spanned! {path.span()=>
                 const __SWITCHBOARD_EVENT: &str = #path;
                 const _: () = #at::assert_event_name(__SWITCHBOARD_EVENT);
+            }
+        }
+        Event::Type(path) => {
+            let at = private::path_at(path.span());
+            quote_spanned! {path.span()=>
+                const __SWITCHBOARD_EVENT: &str = <#path as #at::Event>::NAME;
             }
         }
         Event::Literal(_) => quote!(),
@@ -347,10 +357,20 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
 }
 
 /// Binds one argument: the probe picks how its type is taken (context extractor, the emitted
-/// value, JSON), spanned at the type so a type that fits none is reported there.
-fn extract(ty: &Type, arg: &Ident) -> TokenStream {
+/// value, JSON), spanned at the type so a type that fits none is reported there. For a typed
+/// event, the payload must be the event's type: checked at the parameter.
+fn extract(ty: &Type, arg: &Ident, event: &Event) -> TokenStream {
     let private = private::path_at(ty.span());
+    let typed = match event {
+        Event::Type(path) => quote_spanned! {ty.span()=>
+            #private::check_payload::<#path, #ty, _>(
+                &(&&&&#private::Probe::<#ty>::new()).__switchboard_kind(),
+            );
+        },
+        _ => quote!(),
+    };
     quote_spanned! {ty.span()=>
+        #typed
         let #arg: #ty = match #private::extract(
             (&&&&#private::Probe::<#ty>::new()).__switchboard_kind(),
             __cx,
@@ -369,7 +389,7 @@ fn registration(kind: Kind, listener: &Listener, name: &Ident) -> TokenStream {
     let private = private::path();
     let event = match &listener.event {
         Event::Literal(lit) => quote!(#lit),
-        Event::Const(_) => quote!(__SWITCHBOARD_EVENT),
+        Event::Const(_) | Event::Type(_) => quote!(__SWITCHBOARD_EVENT),
     };
     let namespace = listener
         .namespace

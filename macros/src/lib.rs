@@ -8,6 +8,7 @@
 //! function unchanged, and registers it with one `inventory::submit!` of a constant record that
 //! `App::from_registry()` collects at startup.
 
+mod derive;
 mod event;
 mod handler;
 mod private;
@@ -26,7 +27,9 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// The name may be a pattern: `*` matches one segment, `**` any number (`chat.*`,
-/// `websocket:**`). It may also be a path to a `const` holding the name, named in
+/// `websocket:**`). It may be an event type (`#[on(RoomMessage)]`, a type that derives
+/// `Event`): the listener hears the type's event, and its payload parameter must be that
+/// type (a compile error on the parameter otherwise). It may also be a path to a `const` holding the name, named in
 /// SCREAMING_SNAKE_CASE (`#[on(names::WS_ERROR)]`, `#[on(ROOM_MESSAGE)]`): the constant is
 /// checked at compile time by the same rules. Options: `priority = highest | high | normal | low | lowest` (default
 /// `normal`) and `namespace = "ns"` (the listener hears `ns:name`).
@@ -50,6 +53,26 @@ pub fn on(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn once(args: TokenStream, item: TokenStream) -> TokenStream {
     event::expand(event::Kind::Once, args.into(), item.into()).into()
+}
+
+/// Derives `switchboard::Event` for a payload type: the type names its event.
+///
+/// ```text
+/// #[derive(Event, Clone, Serialize, Deserialize)]
+/// #[event("room.message")]                 // or #[event("message", namespace = "chat")]
+/// struct RoomMessage { room: String, text: String }
+///
+/// app.events().emit_event(RoomMessage { .. }).await;
+///
+/// #[on(RoomMessage)]
+/// async fn log(msg: RoomMessage) { .. }
+/// ```
+///
+/// The name is checked as `#[on]` checks one, and must name one event (no wildcard); the type
+/// must not be generic, and must be `Serialize + Clone + Send + Sync + 'static`.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(item: TokenStream) -> TokenStream {
+    derive::expand(item.into()).into()
 }
 
 /// Registers an `async fn` as the handler of a WebSocket route.

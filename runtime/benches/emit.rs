@@ -105,3 +105,44 @@ fn emit_through_a_wildcard_among_1k(bencher: divan::Bencher<'_, '_>) {
             .unwrap()
     });
 }
+
+/// A typed event: the type names it.
+#[derive(switchboard::Event, Clone, serde::Serialize, serde::Deserialize)]
+#[event("bench.typed")]
+struct Tick(u64);
+
+fn listen_typed(app: &App) -> ListenerHandle {
+    app.events()
+        .on("bench.typed", |tick: Tick| async move {
+            black_box(tick.0);
+        })
+        .unwrap()
+}
+
+/// `emit_event(Tick(7))` to listeners of `Tick`...
+#[divan::bench(args = [1, 10])]
+fn emit_event_typed(bencher: divan::Bencher<'_, '_>, listeners: usize) {
+    let app = app();
+    let _handles: Vec<_> = (0..listeners).map(|_| listen_typed(&app)).collect();
+    let events = app.events();
+    bencher.bench_local(|| {
+        events
+            .emit_event(black_box(Tick(7)))
+            .now_or_never()
+            .unwrap()
+    });
+}
+
+/// ...against `emit("bench.typed", Tick(7))` to the same listeners.
+#[divan::bench(args = [1, 10])]
+fn emit_typed_by_name(bencher: divan::Bencher<'_, '_>, listeners: usize) {
+    let app = app();
+    let _handles: Vec<_> = (0..listeners).map(|_| listen_typed(&app)).collect();
+    let events = app.events();
+    bencher.bench_local(|| {
+        events
+            .emit(black_box("bench.typed"), black_box(Tick(7)))
+            .now_or_never()
+            .unwrap()
+    });
+}

@@ -46,12 +46,17 @@ pub use channel::{
 };
 pub use error::{Error, ErrorKind};
 pub use event::{
-    ClosureParam, ClusterEmitReport, EmitReport, EventContext, EventId, EventMeta, EventMetrics,
-    Events, FromEventContext, IntoListener, IntoListenerResult, ListenOptions, ListenerFailed,
-    ListenerGuard, ListenerHandle, ListenerParam, Priority,
+    ClosureParam, ClusterEmitReport, EmitReport, Event, EventContext, EventId, EventMeta,
+    EventMetrics, Events, FromEventContext, IntoListener, IntoListenerResult, ListenOptions,
+    ListenerFailed, ListenerGuard, ListenerHandle, ListenerParam, Priority,
 };
 pub use extract::State;
 pub use ws::{Message, WebSocket, WsError};
+
+/// Derives [`Event`] for a payload type: `#[derive(Event)]` with `#[event("room.message")]`
+/// (or `#[event("message", namespace = "chat")]`, the event `chat:message`). The name is
+/// checked at compile time by the rules of `#[on]`; it names one event (no wildcard).
+pub use switchboard_macros::Event;
 
 /// Marks an `async fn` (or a plain `fn`) as a listener of an event.
 ///
@@ -68,8 +73,8 @@ pub use switchboard_macros::ws_route;
 pub mod prelude {
     pub use crate::ws::{Message, WebSocket, WsError, close_code};
     pub use crate::{
-        App, Channel, ChannelBox, EmitReport, EventMeta, Events, ListenOptions, ListenerHandle,
-        Priority, State, on, once, ws_route,
+        App, Channel, ChannelBox, EmitReport, Event, EventMeta, Events, ListenOptions,
+        ListenerHandle, Priority, State, on, once, ws_route,
     };
     pub use serde_json::{Value, json};
 }
@@ -90,7 +95,9 @@ pub mod __private {
     pub use inventory;
 
     pub use crate::App;
-    pub use crate::event::{EventContext, ListenerCall, Priority, Probe, extract, kind, probe};
+    pub use crate::event::{
+        Event, EventContext, ListenerCall, Priority, Probe, check_payload, extract, kind, probe,
+    };
     pub use crate::registry::{ListenerRegistration, RouteRegistration, assert_event_name};
     pub use crate::ws::PathParam;
     pub use crate::ws::handler::{

@@ -37,6 +37,36 @@ pub const CLUSTER_DOWN: &str = "switchboard:cluster.down";
 /// published during the outage are not replayed: tell clients to resync here.
 pub const CLUSTER_UP: &str = "switchboard:cluster.up";
 
+/// Payload of [`CLUSTER_DOWN`] (a typed event: `#[on(ClusterDown)]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ClusterDown {
+    /// The server whose broker lost its connection.
+    pub node: uuid::Uuid,
+    /// Why (passwords left out).
+    pub error: String,
+}
+
+/// Payload of [`CLUSTER_UP`] (a typed event: `#[on(ClusterUp)]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ClusterUp {
+    /// The server whose broker is connected again.
+    pub node: uuid::Uuid,
+    /// How long it was down, in milliseconds.
+    pub down_ms: u64,
+    /// How many groups it subscribed again.
+    pub resubscribed: usize,
+}
+
+impl crate::Event for ClusterDown {
+    const NAME: &'static str = CLUSTER_DOWN;
+}
+
+impl crate::Event for ClusterUp {
+    const NAME: &'static str = CLUSTER_UP;
+}
+
 fn no_streams() -> Error {
     Error::new(crate::ErrorKind::Broker, "this broker keeps no streams")
 }

@@ -28,7 +28,7 @@ pub use channel_box::{ChannelBox, GroupSend};
 pub(crate) use expiry::sweep;
 pub use history::HistoryEntry;
 pub(crate) use history::HistoryLimits;
-pub use presence::{Member, MemberInfo, PresenceChange, PresencePage, PresenceStats};
+pub use presence::{Member, MemberInfo, PresenceJoined, PresenceLeft, PresencePage, PresenceStats};
 pub(crate) use recovery::Patterns;
 pub use recovery::{Joined, NotRecoverable, Position, Recovery};
 

@@ -176,15 +176,32 @@ impl PresenceStats {
     }
 }
 
-/// Payload of [`names::PRESENCE_JOIN`] and
-/// [`names::PRESENCE_LEAVE`].
+/// Payload of [`names::PRESENCE_JOIN`] (a typed event: `#[on(PresenceJoined)]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct PresenceChange {
+pub struct PresenceJoined {
     /// The group.
     pub group: String,
-    /// Who joined or left.
+    /// Who joined.
     pub member: Member,
+}
+
+/// Payload of [`names::PRESENCE_LEAVE`] (a typed event: `#[on(PresenceLeft)]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PresenceLeft {
+    /// The group.
+    pub group: String,
+    /// Who left.
+    pub member: Member,
+}
+
+impl crate::Event for PresenceJoined {
+    const NAME: &'static str = names::PRESENCE_JOIN;
+}
+
+impl crate::Event for PresenceLeft {
+    const NAME: &'static str = names::PRESENCE_LEAVE;
 }
 
 /// The changes of one group in one window, as they travel between servers.
@@ -523,17 +540,17 @@ fn publish(app: &App, diffs: &[Diff]) {
 /// Emits a diff's changes in order, and pushes it to the group's members here.
 async fn apply(app: &App, diff: &Diff) {
     for (join, member) in &diff.changes {
-        let name = if *join {
-            names::PRESENCE_JOIN
-        } else {
-            names::PRESENCE_LEAVE
-        };
-        if app.bus().has_listeners(name) {
-            let change = PresenceChange {
-                group: diff.group.clone(),
-                member: member.clone(),
-            };
-            app.events().emit(name, change).await;
+        let (group, member) = (diff.group.clone(), member.clone());
+        if *join {
+            if app.bus().has_listeners(names::PRESENCE_JOIN) {
+                app.events()
+                    .emit_event(PresenceJoined { group, member })
+                    .await;
+            }
+        } else if app.bus().has_listeners(names::PRESENCE_LEAVE) {
+            app.events()
+                .emit_event(PresenceLeft { group, member })
+                .await;
         }
     }
     let presences = &app.groups().presences;

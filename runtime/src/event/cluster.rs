@@ -70,6 +70,11 @@ fn start(app: &App) -> mpsc::Sender<(String, serde_json::Value)> {
 }
 
 impl Events {
+    /// [`emit_cluster`](Self::emit_cluster) of a typed event (see [`Event`](crate::Event)).
+    pub async fn emit_cluster_event<E: crate::Event>(&self, event: E) -> ClusterEmitReport {
+        self.emit_cluster(E::NAME, event).await
+    }
+
     /// Emits `name` on every server of the cluster: sends it to the other servers (their
     /// listeners get the payload as JSON and run in a task of theirs, one event after another
     /// in arrival order), then runs this server's listeners as [`emit`](Self::emit) does.

@@ -5,6 +5,7 @@ mod cluster;
 mod context;
 mod emit;
 mod listener;
+mod typed;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -15,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 pub use context::{EventContext, EventId, EventMeta, FromEventContext};
 pub use listener::{ClosureParam, IntoListener, IntoListenerResult, ListenerParam};
+pub use typed::Event;
+
+#[doc(hidden)]
+pub use typed::{PayloadOf, check_payload};
 
 #[doc(hidden)]
 pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};
@@ -50,14 +55,14 @@ pub mod names {
     pub const WS_ERROR: &str = "switchboard:ws.error";
 
     /// A member joined a presence group (on this server or, in a cluster, another one).
-    /// Payload: [`PresenceChange`](crate::channel::PresenceChange). Emitted at the end of the
+    /// Payload: [`PresenceJoined`](crate::channel::PresenceJoined). Emitted at the end of the
     /// presence window ([`Builder::presence_window`](crate::Builder::presence_window)), in
     /// order with the leaves.
     pub const PRESENCE_JOIN: &str = "switchboard:presence.join";
 
     /// A member left a presence group, whichever way (it left, its connection ended, it
     /// expired, the server that held it stopped answering). Payload:
-    /// [`PresenceChange`](crate::channel::PresenceChange).
+    /// [`PresenceLeft`](crate::channel::PresenceLeft).
     pub const PRESENCE_LEAVE: &str = "switchboard:presence.leave";
 }
 
@@ -166,6 +171,10 @@ pub struct ListenerFailed {
     pub kind: String,
     /// What went wrong.
     pub message: String,
+}
+
+impl Event for ListenerFailed {
+    const NAME: &'static str = names::LISTENER_ERROR;
 }
 
 /// Options of a run-time listener (see [`Events::on_with`]).
@@ -280,6 +289,18 @@ impl Events {
         T: Serialize + Send + Sync + 'static,
     {
         emit::emit(self.bus(), &self.app, self.full_name(name), payload, true)
+    }
+
+    /// Emits a typed event (see [`Event`]): its type names it, so no name is written and none
+    /// can be mistyped. Through a [`namespace`](Self::namespace) view the view's namespace
+    /// comes first, as for [`emit`](Self::emit). Costs what an `emit` by name costs.
+    pub fn emit_event<E: Event>(&self, event: E) -> impl Future<Output = EmitReport> + Send + '_ {
+        self.emit(E::NAME, event)
+    }
+
+    /// [`spawn_emit`](Self::spawn_emit) of a typed event.
+    pub fn spawn_emit_event<E: Event>(&self, event: E) -> Result<(), Error> {
+        self.spawn_emit(E::NAME, event)
     }
 
     /// Fire and forget: emits in a background task and returns at once.

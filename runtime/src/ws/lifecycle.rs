@@ -104,3 +104,15 @@ pub(crate) async fn handler_failed(
         Box::pin(events.emit(names::WS_ERROR, payload)).await;
     }
 }
+
+impl crate::Event for Connected {
+    const NAME: &'static str = names::WS_CONNECTED;
+}
+
+impl crate::Event for Disconnected {
+    const NAME: &'static str = names::WS_DISCONNECTED;
+}
+
+impl crate::Event for HandlerFailed {
+    const NAME: &'static str = names::WS_ERROR;
+}

@@ -1,8 +1,7 @@
 use switchboard::prelude::*;
 
+#[derive(Event, serde::Serialize)]
+#[event("room.message")]
 struct RoomMessage;
-
-#[on(RoomMessage)]
-async fn listener() {}
 
 fn main() {}

@@ -1,0 +1,9 @@
+use switchboard::prelude::*;
+
+#[derive(Event, Clone, serde::Serialize)]
+#[event("room.message")]
+struct RoomMessage<T> {
+    body: T,
+}
+
+fn main() {}

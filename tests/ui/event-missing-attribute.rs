@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[derive(Event, Clone, serde::Serialize)]
+struct RoomMessage;
+
+fn main() {}

@@ -1,0 +1,7 @@
+use switchboard::prelude::*;
+
+#[derive(Event, Clone, serde::Serialize)]
+#[event(namespace = "chat")]
+struct RoomMessage;
+
+fn main() {}

@@ -1,0 +1,7 @@
+use switchboard::prelude::*;
+
+#[derive(Event, Clone)]
+#[event("room.message")]
+struct RoomMessage;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use switchboard::prelude::*;
+
+#[derive(Event, Clone, serde::Serialize)]
+#[event("room.message")]
+#[event("room.sent")]
+struct RoomMessage;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use switchboard::prelude::*;
+
+#[on(room_message)]
+async fn listener() {}
+
+fn main() {}
