@@ -184,3 +184,51 @@ mod framework_events {
         server.shutdown().await;
     }
 }
+
+/// `#[once(Type)]`, and the typed `ListenerFailed`.
+mod once_and_failures {
+    use super::*;
+    use switchboard::ListenerFailed;
+    use switchboard::prelude::*;
+
+    #[derive(Event, Clone, Serialize, Deserialize)]
+    #[event("connection.init")]
+    struct Init {
+        id: u64,
+    }
+
+    #[once(Init)]
+    fn first(init: Init, State(log): State<Log>) {
+        log.push(format!("first init {}", init.id));
+    }
+
+    #[on(Init)]
+    fn failing(init: Init) -> Result<(), String> {
+        Err(format!("init {} refused", init.id))
+    }
+
+    #[on(ListenerFailed)]
+    fn failed(e: ListenerFailed, State(log): State<Log>) {
+        log.push(format!("failed {} {}", e.event, e.message));
+    }
+
+    #[tokio::test]
+    async fn once_runs_once_and_failures_arrive_typed() {
+        let log = Log::default();
+        let app = app_of(module_path!(), &log);
+        for id in 1..=2 {
+            app.events().emit_event(Init { id }).await;
+        }
+        eventually("both failures", || log.entries().len() == 3).await;
+        let entries = log.entries();
+        assert_eq!(entries[0], "first init 1");
+        assert_eq!(entries.iter().filter(|e| e.starts_with("first")).count(), 1);
+        assert!(
+            entries[1..]
+                .iter()
+                .all(|e| e.starts_with("failed connection.init")),
+            "{entries:?}"
+        );
+        assert!(entries[1].contains("init 1 refused"), "{entries:?}");
+    }
+}

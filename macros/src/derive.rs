@@ -44,15 +44,18 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
         Ok(Item::Enum(item)) => (item.ident, item.generics, item.attrs),
         Ok(Item::Union(item)) => (item.ident, item.generics, item.attrs),
         Ok(other) => {
-            return syn::Error::new(other.span(), "`Event` derives on a struct or an enum")
-                .to_compile_error();
+            return syn::Error::new(
+                other.span(),
+                "`Event` derives on a struct, an enum or a union",
+            )
+            .to_compile_error();
         }
         Err(e) => return e.to_compile_error(),
     };
     let mut errors = Errors::default();
     if !generics.params.is_empty() {
         errors.push(
-            generics.span(),
+            generics.params.span(),
             "an event type cannot be generic",
             Some(
                 "one type names one event: derive `Event` on a concrete type (a newtype around the generic one)",
@@ -89,20 +92,24 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
             }
         }
     };
-    if let Err(error) = errors.finish() {
-        return error.to_compile_error();
-    }
-    let Some(full) = full else {
-        return Errors::default()
-            .into_error("#[derive(Event)]")
-            .to_compile_error();
-    };
     let private = private::path_at(ident.span());
-    quote_spanned! {ident.span()=>
-        impl #private::Event for #ident {
-            const NAME: &'static ::core::primitive::str = #full;
+    let error = errors.finish().err();
+    // With an error, an impl all the same (as thiserror does), so the type's uses add no
+    // "not an event type" of their own; the error says what to fix. A generic type gets
+    // none (it could not be named without its parameters).
+    let name = match (&error, full) {
+        (None, Some(full)) => full,
+        _ => "__invalid".to_owned(),
+    };
+    let fallback = generics.params.is_empty().then(|| {
+        quote_spanned! {ident.span()=>
+            impl #private::Event for #ident {
+                const NAME: &'static ::core::primitive::str = #name;
+            }
         }
-    }
+    });
+    let error = error.map(|e| e.to_compile_error());
+    quote::quote!(#error #fallback)
 }
 
 /// The event's full name (`namespace:name` with a namespace), validated.

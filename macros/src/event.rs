@@ -182,7 +182,7 @@ fn validate(args: Args, kind: Kind, errors: &mut Errors) -> Option<Listener> {
 /// Rust names constants), or to an event type (in UpperCamelCase, as Rust names types).
 fn const_path(path: syn::Path, errors: &mut Errors) -> Option<Event> {
     let last = path.segments.last()?;
-    let name = last.ident.to_string();
+    let name = syn::ext::IdentExt::unraw(&last.ident).to_string();
     let upper = name.chars().any(|c| c.is_ascii_uppercase());
     let lower = name.chars().any(char::is_lowercase);
     if upper && !lower && last.arguments.is_empty() {
@@ -327,6 +327,7 @@ fn generate(kind: Kind, listener: &Listener, func: &ItemFn) -> TokenStream {
             let at = private::path_at(path.span());
             quote_spanned! {path.span()=>
                 const __SWITCHBOARD_EVENT: &str = <#path as #at::Event>::NAME;
+                const _: () = #at::assert_exact_event_name(__SWITCHBOARD_EVENT);
             }
         }
         Event::Literal(_) => quote!(),

@@ -29,7 +29,9 @@ use proc_macro::TokenStream;
 /// The name may be a pattern: `*` matches one segment, `**` any number (`chat.*`,
 /// `websocket:**`). It may be an event type (`#[on(RoomMessage)]`, a type that derives
 /// `Event`): the listener hears the type's event, and its payload parameter must be that
-/// type (a compile error on the parameter otherwise). It may also be a path to a `const` holding the name, named in
+/// type (a compile error on the parameter otherwise). A path is taken for a constant when its
+/// last segment is in SCREAMING_SNAKE_CASE and for a type when it is in UpperCamelCase, as
+/// Rust names them. It may also be a path to a `const` holding the name, named in
 /// SCREAMING_SNAKE_CASE (`#[on(names::WS_ERROR)]`, `#[on(ROOM_MESSAGE)]`): the constant is
 /// checked at compile time by the same rules. Options: `priority = highest | high | normal | low | lowest` (default
 /// `normal`) and `namespace = "ns"` (the listener hears `ns:name`).

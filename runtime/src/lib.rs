@@ -96,7 +96,8 @@ pub mod __private {
 
     pub use crate::App;
     pub use crate::event::{
-        Event, EventContext, ListenerCall, Priority, Probe, check_payload, extract, kind, probe,
+        Event, EventContext, ListenerCall, Priority, Probe, assert_exact_event_name, check_payload,
+        extract, kind, probe,
     };
     pub use crate::registry::{ListenerRegistration, RouteRegistration, assert_event_name};
     pub use crate::ws::PathParam;

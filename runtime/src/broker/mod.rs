@@ -28,12 +28,12 @@ mod secret;
 pub use self::redis::{Redis, RedisMetrics};
 
 /// The event emitted (on every server that sees it) when the broker loses its connection:
-/// payload `{"node": id, "error": message}`. Until the matching [`CLUSTER_UP`], group messages
+/// payload [`ClusterDown`], `{"node": id, "error": message}`. Until the matching [`CLUSTER_UP`], group messages
 /// reach local members only and publishes fail (`SendReport::published == Some(false)`).
 pub const CLUSTER_DOWN: &str = "switchboard:cluster.down";
 
 /// The event emitted when the broker is connected again and has resubscribed every group with
-/// local members: payload `{"node": id, "down_ms": n, "resubscribed": groups}`. Messages
+/// local members: payload [`ClusterUp`], `{"node": id, "down_ms": n, "resubscribed": groups}`. Messages
 /// published during the outage are not replayed: tell clients to resync here.
 pub const CLUSTER_UP: &str = "switchboard:cluster.up";
 

@@ -71,7 +71,11 @@ fn start(app: &App) -> mpsc::Sender<(String, serde_json::Value)> {
 
 impl Events {
     /// [`emit_cluster`](Self::emit_cluster) of a typed event (see [`Event`](crate::Event)).
-    pub async fn emit_cluster_event<E: crate::Event>(&self, event: E) -> ClusterEmitReport {
+    /// Other servers' listeners get it as JSON, so the type must also be `Deserialize`.
+    pub async fn emit_cluster_event<E>(&self, event: E) -> ClusterEmitReport
+    where
+        E: crate::Event + serde::de::DeserializeOwned,
+    {
         self.emit_cluster(E::NAME, event).await
     }
 

@@ -19,7 +19,7 @@ pub use listener::{ClosureParam, IntoListener, IntoListenerResult, ListenerParam
 pub use typed::Event;
 
 #[doc(hidden)]
-pub use typed::{PayloadOf, check_payload};
+pub use typed::{EventPayload, PayloadOf, assert_exact_event_name, check_payload};
 
 #[doc(hidden)]
 pub use listener::{ListenerCall, Outcome, Probe, extract, kind, probe};

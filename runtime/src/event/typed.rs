@@ -50,9 +50,34 @@ use super::listener::kind;
     label = "not an event type",
     note = "derive it: `#[derive(Event, Clone, Serialize)]` with `#[event(\"room.message\")]`, or name the event with a string: `#[on(\"room.message\")]`"
 )]
-pub trait Event: Serialize + Clone + Send + Sync + 'static {
+pub trait Event: EventPayload {
     /// The event's full name (`namespace:name` when the type gives a namespace).
     const NAME: &'static str;
+}
+
+/// What an event type must be: `Serialize + Clone + Send + Sync + 'static` (emitted as
+/// itself to typed listeners, serialised once for the others).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an event type: it must be `Serialize + Clone + Send + Sync + 'static`",
+    label = "not `Serialize + Clone + Send + Sync + 'static`",
+    note = "derive `Clone` and `serde::Serialize` beside `Event`: `#[derive(Event, Clone, serde::Serialize)]`; every field must be `Send + Sync` and own its data"
+)]
+pub trait EventPayload: Serialize + Clone + Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + Clone + Send + Sync + 'static> EventPayload for T {}
+
+/// Generated code's check of an event type's name: one exact name (a hand-written `Event`
+/// impl is held to what the derive checks).
+#[doc(hidden)]
+pub const fn assert_exact_event_name(name: &str) {
+    use switchboard_syntax::event_name::{Kind, check};
+    match check(name, Kind::Pattern) {
+        Ok(false) => {}
+        Ok(true) => panic!("an event type names one event: its name has no wildcard"),
+        Err(e) => panic!("{}", e.summary()),
+    }
 }
 
 /// Checks, for a listener of the typed event `E`, that a parameter of type `T` (whose kind the

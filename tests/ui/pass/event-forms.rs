@@ -19,7 +19,7 @@ enum ChatEvent {
     Sent { id: u64 },
 }
 
-#[derive(Event, Clone, Serialize)]
+#[derive(Event, Clone, Serialize, Deserialize)]
 #[event("user.login")]
 struct Login;
 
