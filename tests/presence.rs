@@ -416,6 +416,70 @@ mod cluster {
         );
     }
 
+    /// How a server of its own thread ends.
+    enum End {
+        /// Its runtime is dropped with everything in it: no leave is sent (a crash).
+        Crash,
+        /// A graceful shutdown, then its runtime is dropped at once (a process that exits).
+        Graceful,
+    }
+
+    /// A server on a runtime and a thread of its own, with `user` in `room-a`.
+    struct OtherServer {
+        joined: tokio::sync::oneshot::Receiver<()>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl OtherServer {
+        fn start(url: String, ttl: Duration, user: &'static str, end: End) -> OtherServer {
+            let (joined_tx, joined) = tokio::sync::oneshot::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let server = TestServer::start(app(&url, ttl)).await;
+                    let mut client = join(&server, &format!("/p/room-a?user={user}")).await;
+                    let _ = joined_tx.send(());
+                    let _ = stopped.await;
+                    match end {
+                        End::Crash => std::mem::forget((client, server)),
+                        End::Graceful => {
+                            let reader = tokio::spawn(async move {
+                                while !matches!(
+                                    client.recv().await,
+                                    Received::Close(..) | Received::Ended
+                                ) {}
+                            });
+                            server.shutdown().await;
+                            let _ = reader.await;
+                        }
+                    }
+                });
+                drop(runtime);
+            });
+            OtherServer {
+                joined,
+                stop,
+                thread,
+            }
+        }
+
+        /// Waits until its user joined.
+        async fn joined(&mut self) {
+            (&mut self.joined).await.unwrap();
+        }
+
+        /// Ends it as it was told, and waits for its thread.
+        fn end(self) {
+            self.stop.send(()).unwrap();
+            self.thread.join().unwrap();
+        }
+    }
+
     async fn stats_become(app: &App, want: PresenceStats) {
         let mut got = PresenceStats::default();
         for _ in 0..400 {
@@ -467,28 +531,11 @@ mod cluster {
         stats_become(&a, stats(2, 2)).await;
 
         // Carol's server dies: its runtime stops with everything in it (no leave is sent).
-        let (joined_tx, joined) = tokio::sync::oneshot::channel();
-        let (die_tx, die) = tokio::sync::oneshot::channel::<()>();
-        let url = redis.url();
-        let doomed = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let server = TestServer::start(app(&url, ttl)).await;
-                let client = join(&server, "/p/room-a?user=carol").await;
-                let _ = joined_tx.send(());
-                let _ = die.await;
-                std::mem::forget((client, server));
-            });
-            drop(runtime);
-        });
-        joined.await.unwrap();
+        let mut carol = OtherServer::start(redis.url(), ttl, "carol", End::Crash);
+        carol.joined().await;
         until_seen(&mut alice, &["carol"], &[]).await;
         stats_become(&a, stats(3, 3)).await;
-        die_tx.send(()).unwrap();
-        doomed.join().unwrap();
+        carol.end();
         let died = std::time::Instant::now();
         // The live servers sweep it out once its entry expires (within the TTL and a third,
         // the refresh period), and its leave reaches the members like any other.
@@ -519,32 +566,11 @@ mod cluster {
         // Dave's server shuts down gracefully with dave still there, and its process ends
         // at once (its runtime is dropped as soon as the shutdown returns): its last leaves
         // are in Redis, and on their way to the others, before the shutdown completes.
-        let (joined_tx, joined) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-        let url = redis.url();
-        let stopping = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let server = TestServer::start(app(&url, ttl)).await;
-                let mut dave = join(&server, "/p/room-a?user=dave").await;
-                let _ = joined_tx.send(());
-                let _ = stop.await;
-                let reader = tokio::spawn(async move {
-                    while !matches!(dave.recv().await, Received::Close(..) | Received::Ended) {}
-                });
-                server.shutdown().await;
-                let _ = reader.await;
-            });
-            drop(runtime);
-        });
-        joined.await.unwrap();
+        let mut dave = OtherServer::start(redis.url(), ttl, "dave", End::Graceful);
+        dave.joined().await;
         until_seen(&mut alice, &["dave"], &[]).await;
         stats_become(&a, stats(3, 3)).await;
-        stop_tx.send(()).unwrap();
-        stopping.join().unwrap();
+        dave.end();
         assert_eq!(
             a.channels().presence_stats("room-a").await.unwrap(),
             stats(2, 2)

@@ -304,7 +304,7 @@ mod tests {
             (r#""room.message""#, "fn f<T>(t: T) {}"),
             (r#""room.message""#, "fn f(x: impl Clone) {}"),
             (r#""room.message""#, "fn f(x: &str) {}"),
-            (r#"RoomMessage"#, "fn f() {}"),
+            (r#"room_message"#, "fn f() {}"),
             (r#"ROOM, OTHER"#, "fn f() {}"),
             (r#""a", priority = "high""#, "fn f() {}"),
             (r#""a", colour = blue"#, "fn f() {}"),
@@ -318,6 +318,21 @@ mod tests {
             assert!(
                 output.to_string().contains("compile_error"),
                 "#[on({args})] {item}: {output}"
+            );
+        }
+        for item in [
+            "struct S;",
+            "#[event(\"\")] struct S;",
+            "#[event(\"a.*\")] struct S;",
+            "#[event(\"a\", \"b\")] struct S;",
+            "#[event(\"a\")] struct S<T>(T);",
+            "#[event(\"a\", namespace = 1)] struct S;",
+            "#[event(\"a\")] fn f() {}",
+        ] {
+            let output = crate::derive::expand(TokenStream::from_str(item).expect("valid"));
+            assert!(
+                output.to_string().contains("compile_error"),
+                "#[derive(Event)] {item}: {output}"
             );
         }
         for (args, item) in [
