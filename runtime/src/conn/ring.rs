@@ -11,7 +11,7 @@
 //! what it missed), and it stops holding the ring.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{Conn, ConnConfig, ConnectionId, Frame, lock};
@@ -19,6 +19,9 @@ use super::{Conn, ConnConfig, ConnectionId, Frame, lock};
 /// A ring is trimmed (its entries all members passed are dropped) each time it grows by this
 /// many bytes: the scan of members' cursors is amortised over many sends.
 const TRIM_STEP: usize = 64 * 1024;
+
+/// The slot of a member that left.
+const GONE: usize = usize::MAX;
 
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -51,6 +54,9 @@ pub(crate) struct Sub {
     read_to: AtomicU64,
     /// Registered in the ring's waiters (its writer is idle).
     waiting: AtomicBool,
+    /// Its index in the ring's members ([`GONE`] once it left), so that leaving is O(1)
+    /// whatever the number of members.
+    slot: AtomicUsize,
     pub(crate) conn: Weak<Conn>,
     /// The group's name (`None` for a connection's own ring).
     pub(crate) group: Option<Arc<str>>,
@@ -67,6 +73,9 @@ struct Inner {
 
     subs: Vec<Arc<Sub>>,
     waiters: Vec<Arc<Sub>>,
+    /// Waiters that left the ring since `waiters` was last emptied (taken out in bulk once
+    /// they are half of it, so a churn of idle members does not pile up).
+    gone_waiters: usize,
 }
 
 /// What a push did.
@@ -133,6 +142,7 @@ impl Ring {
             next: AtomicU64::new(head),
             read_to: AtomicU64::new(self.pushed.load(Ordering::SeqCst)),
             waiting: AtomicBool::new(false),
+            slot: AtomicUsize::new(inner.subs.len()),
             conn,
             group,
         });
@@ -143,8 +153,7 @@ impl Ring {
     /// Removes a member; returns how many are left.
     pub(crate) fn unsubscribe(&self, sub: &Arc<Sub>) -> usize {
         let mut inner = lock(&self.inner);
-        inner.subs.retain(|s| !Arc::ptr_eq(s, sub));
-        inner.waiters.retain(|s| !Arc::ptr_eq(s, sub));
+        inner.remove(sub);
         if inner.subs.is_empty() {
             inner.bytes = 0;
             inner.trimmed_at = 0;
@@ -206,9 +215,13 @@ impl Ring {
             inner.trimmed_at = inner.bytes;
         }
         let waiters = std::mem::take(&mut inner.waiters);
+        inner.gone_waiters = 0;
         drop(inner);
         for sub in waiters {
             sub.waiting.store(false, Ordering::Relaxed);
+            if sub.slot.load(Ordering::Relaxed) == GONE {
+                continue;
+            }
             if let Some(conn) = sub.conn.upgrade() {
                 conn.wake_writer();
             }
@@ -257,7 +270,7 @@ impl Ring {
         if sub.next.load(Ordering::Relaxed) < head {
             return true;
         }
-        if !sub.waiting.swap(true, Ordering::Relaxed) {
+        if sub.slot.load(Ordering::Relaxed) != GONE && !sub.waiting.swap(true, Ordering::Relaxed) {
             inner.waiters.push(sub.clone());
         }
         false
@@ -265,6 +278,29 @@ impl Ring {
 }
 
 impl Inner {
+    /// Takes `sub` out of the members in O(1) (the last member takes its slot). A waiter that
+    /// left stays in `waiters`, skipped, until the next push empties it, or until the ones
+    /// that left are half of it.
+    fn remove(&mut self, sub: &Arc<Sub>) {
+        let slot = sub.slot.load(Ordering::Relaxed);
+        if slot >= self.subs.len() || !Arc::ptr_eq(&self.subs[slot], sub) {
+            return; // left already (a laggard)
+        }
+        self.subs.swap_remove(slot);
+        if let Some(moved) = self.subs.get(slot) {
+            moved.slot.store(slot, Ordering::Relaxed);
+        }
+        sub.slot.store(GONE, Ordering::Relaxed);
+        if sub.waiting.load(Ordering::Relaxed) {
+            self.gone_waiters += 1;
+            if self.gone_waiters * 2 > self.waiters.len() {
+                self.waiters
+                    .retain(|w| w.slot.load(Ordering::Relaxed) != GONE);
+                self.gone_waiters = 0;
+            }
+        }
+    }
+
     /// Drops the entries every member has read.
     fn trim(&mut self) {
         let min = self
@@ -322,13 +358,17 @@ impl Inner {
                 sub.read_to.store(position, Ordering::SeqCst);
                 true
             } else {
+                sub.slot.store(GONE, Ordering::Relaxed);
                 false
             }
         });
         if !skip {
-            let subs = &self.subs;
+            for (slot, sub) in self.subs.iter().enumerate() {
+                sub.slot.store(slot, Ordering::Relaxed);
+            }
             self.waiters
-                .retain(|w| subs.iter().any(|s| Arc::ptr_eq(s, w)));
+                .retain(|w| w.slot.load(Ordering::Relaxed) != GONE);
+            self.gone_waiters = 0;
         }
         laggards
     }
@@ -418,5 +458,42 @@ mod tests {
             "{}",
             ring.bytes()
         );
+    }
+
+    /// Leaving takes O(1) whatever the order: the members left are exactly the others, each
+    /// at its own slot, and idle members that left do not pile up in the waiters.
+    #[test]
+    fn members_leave_in_any_order_and_idle_ones_do_not_pile_up() {
+        let ring = Ring::new(&config(1 << 20, 1));
+        let subs: Vec<Arc<Sub>> = (0..1000)
+            .map(|_| ring.subscribe(Weak::new(), None))
+            .collect();
+        // All idle: every member waits for the next push.
+        for sub in &subs {
+            assert!(!ring.wait(sub));
+        }
+        // Leave in a scrambled order (every 7th, then the rest of the odd ones).
+        let mut left = std::collections::HashSet::new();
+        for i in (0..1000).step_by(7).chain((1..1000).step_by(2)) {
+            if left.insert(i) {
+                ring.unsubscribe(&subs[i]);
+            }
+        }
+        let members = ring.members();
+        assert_eq!(members.len(), 1000 - left.len());
+        for (slot, member) in members.iter().enumerate() {
+            assert_eq!(member.slot.load(Ordering::Relaxed), slot);
+            let index = subs.iter().position(|s| Arc::ptr_eq(s, member)).unwrap();
+            assert!(!left.contains(&index), "member {index} left");
+        }
+        // Those that left are taken out of the waiters once they are half of them.
+        let waiters = lock(&ring.inner).waiters.len();
+        assert!(waiters < 2 * members.len() + 1, "{waiters} waiters");
+        // Leaving twice, or after being dropped as a laggard, changes nothing.
+        ring.unsubscribe(&subs[0]);
+        assert_eq!(ring.member_count(), members.len());
+        // A push wakes only members: the ones that left are skipped, then forgotten.
+        ring.push(frame(10), None, false);
+        assert!(lock(&ring.inner).waiters.is_empty());
     }
 }
