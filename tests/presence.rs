@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard::channel::{MemberInfo, PresenceStats};
+use switchboard::channel::{MemberInfo, PresenceJoined, PresenceLeft, PresenceStats};
 use switchboard::event::names;
 use switchboard::prelude::*;
 use switchboard::testing::{Received, TestClient, TestServer};
@@ -75,21 +75,27 @@ fn users(list: &Value) -> Vec<Value> {
 /// Records `join USER` and `leave USER` as the events come.
 fn record(app: &App) -> Log {
     let log = Log::default();
-    for (name, label) in [
-        (names::PRESENCE_JOIN, "join"),
-        (names::PRESENCE_LEAVE, "leave"),
-    ] {
-        let log = log.clone();
-        let listener = move |change: Value| {
-            assert_eq!(change["group"], "room-a");
-            log.push(format!(
-                "{label} {}",
-                change["member"]["user"].as_str().unwrap_or("-")
-            ));
-            std::future::ready(())
-        };
-        app.events().on(name, listener).unwrap();
-    }
+    // The payloads are typed: `PresenceJoined` and `PresenceLeft`.
+    let joins = log.clone();
+    let on_join = move |change: PresenceJoined| {
+        assert_eq!(change.group, "room-a");
+        joins.push(format!(
+            "join {}",
+            change.member.user.as_deref().unwrap_or("-")
+        ));
+        std::future::ready(())
+    };
+    app.events().on(names::PRESENCE_JOIN, on_join).unwrap();
+    let leaves = log.clone();
+    let on_leave = move |change: PresenceLeft| {
+        assert_eq!(change.group, "room-a");
+        leaves.push(format!(
+            "leave {}",
+            change.member.user.as_deref().unwrap_or("-")
+        ));
+        std::future::ready(())
+    };
+    app.events().on(names::PRESENCE_LEAVE, on_leave).unwrap();
     log
 }
 
