@@ -12,7 +12,8 @@
 //! serves the browser client at `/client/switchboard.js`, `/healthz` and `/readyz` for load
 //! balancers, `/metrics` for Prometheus and, with
 //! `SWITCHBOARD_ADMIN_TOKEN` set, the admin page at `/admin?token=..`, listens on `SWITCHBOARD_ADDR` (default
-//! `127.0.0.1:8000`), joins a cluster when
+//! `127.0.0.1:8000`), takes at most `SWITCHBOARD_MAX_CONNECTIONS` WebSocket connections
+//! (default 50,000), joins a cluster when
 //! `SWITCHBOARD_REDIS_URL` is set, prints `listening on http://ADDR` once it accepts
 //! connections, and shuts down gracefully on SIGINT or SIGTERM. A setting it cannot use ends
 //! it with one line on standard error naming the setting, its value and what was expected,
@@ -54,6 +55,9 @@ async fn serve(configure: impl FnOnce(Builder) -> Builder) -> Result<(), String>
     {
         builder = builder.admin_route("/admin", &token);
     }
+    if let Some(max) = max_connections()? {
+        builder = builder.max_connections(max);
+    }
     let app = configure(builder).build().map_err(|e| e.to_string())?;
     let server = app
         .bind(addr.as_str())
@@ -61,6 +65,20 @@ async fn serve(configure: impl FnOnce(Builder) -> Builder) -> Result<(), String>
         .map_err(|e| format!("SWITCHBOARD_ADDR={addr}: {e}"))?;
     println!("listening on http://{}", server.local_addr());
     server.await.map_err(|e| e.to_string())
+}
+
+/// `SWITCHBOARD_MAX_CONNECTIONS`: the most WebSocket connections open at once (default
+/// 50,000), a positive number.
+fn max_connections() -> Result<Option<usize>, String> {
+    match std::env::var("SWITCHBOARD_MAX_CONNECTIONS") {
+        Err(_) => Ok(None),
+        Ok(value) => match value.parse::<usize>() {
+            Ok(max) if max > 0 => Ok(Some(max)),
+            _ => Err(format!(
+                "SWITCHBOARD_MAX_CONNECTIONS={value}: expected a positive number of connections"
+            )),
+        },
+    }
 }
 
 /// The address to listen on: `SWITCHBOARD_ADDR` checked to be `HOST:PORT`, or

@@ -506,6 +506,7 @@ async fn fails_to_start(name: &str, env: &[(&str, &str)]) -> String {
         .env_remove("SWITCHBOARD_REDIS_URL")
         .env_remove("SWITCHBOARD_REDIS_CA")
         .env_remove("SWITCHBOARD_RECOVERY")
+        .env_remove("SWITCHBOARD_MAX_CONNECTIONS")
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -585,6 +586,35 @@ async fn a_bad_redis_setting_ends_with_one_line_naming_it() {
         line.starts_with("error: SWITCHBOARD_REDIS_CA=/nonexistent/ca.pem: cannot read"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn a_bad_connection_cap_ends_with_one_line() {
+    for value in ["0", "many", "-1"] {
+        let env = [
+            ("SWITCHBOARD_ADDR", "127.0.0.1:0"),
+            ("SWITCHBOARD_MAX_CONNECTIONS", value),
+        ];
+        let line = fails_to_start("chat", &env).await;
+        assert_eq!(
+            line,
+            format!(
+                "error: SWITCHBOARD_MAX_CONNECTIONS={value}: expected a positive number of connections"
+            )
+        );
+    }
+}
+
+/// `SWITCHBOARD_MAX_CONNECTIONS` caps the connections: past it, handshakes get 503.
+#[tokio::test]
+async fn the_connection_cap_is_a_setting() {
+    let chat = Example::start_with("chat", &[("SWITCHBOARD_MAX_CONNECTIONS", "2")]).await;
+    let first = chat.connect("/chat/capped").await;
+    let second = chat.connect("/chat/capped").await;
+    let refused = chat.client("/chat/capped").connect().await.unwrap_err();
+    assert_eq!(refused.status, 503);
+    drop((first, second));
+    assert!(chat.terminate().await.success());
 }
 
 #[tokio::test]
