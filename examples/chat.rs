@@ -68,7 +68,9 @@ async fn chat_room(
             room: room.clone(),
             message,
         };
-        app.events().emit_event(msg).await;
+        // Boxed: the emit's state is not part of the handler's for the life of the
+        // connection (every idle connection would carry it).
+        Box::pin(app.events().emit_event(msg)).await;
     }
     Ok(()) // the channel leaves its group when the connection ends
 }
