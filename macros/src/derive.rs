@@ -2,41 +2,16 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote_spanned;
-use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, Ident, Item, Lit, LitStr, Token};
+use syn::{Expr, Ident, Item, Lit, Token};
 
 use switchboard_syntax::event_name as name;
 
-use crate::handler::{self, Errors};
+use crate::handler::{self, Arg, Args, Errors};
 use crate::private;
 
 const EXAMPLE: &str = "#[event(\"room.message\")]";
-
-/// One argument of `#[event(..)]`: the name, or `namespace = ".."`.
-enum Arg {
-    Name(LitStr),
-    Option { key: Ident, value: Expr },
-    Other(Expr),
-}
-
-impl Parse for Arg {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        if input.peek(LitStr) {
-            return Ok(Arg::Name(input.parse()?));
-        }
-        if input.peek(Ident) && input.peek2(Token![=]) {
-            let key = input.call(syn::ext::IdentExt::parse_any)?;
-            input.parse::<Token![=]>()?;
-            return Ok(Arg::Option {
-                key,
-                value: input.parse()?,
-            });
-        }
-        Ok(Arg::Other(input.parse()?))
-    }
-}
 
 pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let (ident, generics, attrs) = match syn::parse2::<Item>(input) {
@@ -83,8 +58,8 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
                     Some("one type names one event"),
                 );
             }
-            match attr.parse_args_with(Punctuated::<Arg, Token![,]>::parse_terminated) {
-                Ok(args) => full_name(args, attr.path().span(), &mut errors),
+            match attr.parse_args::<Args>() {
+                Ok(Args(args)) => full_name(args, attr.path().span(), &mut errors),
                 Err(e) => {
                     errors.push_error(e);
                     None
@@ -121,7 +96,7 @@ fn full_name(args: Punctuated<Arg, Token![,]>, span: Span, errors: &mut Errors) 
     let mut reported = false;
     for arg in args {
         match arg {
-            Arg::Name(lit) if event.is_none() && seen.is_empty() => {
+            Arg::Lit(Lit::Str(lit)) if event.is_none() && seen.is_empty() => {
                 let value = lit.value();
                 match name::check(&value, name::Kind::Pattern) {
                     Ok(false) => {}
@@ -138,7 +113,7 @@ fn full_name(args: Punctuated<Arg, Token![,]>, span: Span, errors: &mut Errors) 
                 }
                 event = Some(value);
             }
-            Arg::Name(lit) => errors.push(
+            Arg::Lit(Lit::Str(lit)) => errors.push(
                 lit.span(),
                 "unexpected second event name",
                 Some("one type names one event"),
@@ -177,6 +152,14 @@ fn full_name(args: Punctuated<Arg, Token![,]>, span: Span, errors: &mut Errors) 
                         Some("write `namespace = \"chat\"`"),
                     ),
                 }
+            }
+            Arg::Lit(other) => {
+                reported = true;
+                errors.push(
+                    other.span(),
+                    "expected the event name as a string literal",
+                    Some(&format!("write `{EXAMPLE}`")),
+                );
             }
             Arg::Other(expr) => {
                 reported = true;

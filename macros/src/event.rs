@@ -2,14 +2,12 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::parse::{Parse, ParseStream};
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitStr, ReturnType, Token, Type};
+use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitStr, ReturnType, Type};
 
 use switchboard_syntax::event_name as name;
 
-use crate::handler::{self, Errors, Rules};
+use crate::handler::{self, Arg, Args, Errors, Rules};
 use crate::private;
 
 /// Which macro: the two differ only in `once`.
@@ -38,36 +36,6 @@ impl Kind {
 
 const OPTIONS: &str = "valid options are `priority` and `namespace`";
 const PRIORITIES: [&str; 5] = ["highest", "high", "normal", "low", "lowest"];
-
-/// One argument as written: the event name, or `key = value`.
-enum Arg {
-    Lit(Lit),
-    Option { key: Ident, value: Expr },
-    Other(Expr),
-}
-
-impl Parse for Arg {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        if input.peek(Lit) {
-            return Ok(Arg::Lit(input.parse()?));
-        }
-        if input.peek(Ident) && input.peek2(Token![=]) {
-            let key = input.call(syn::ext::IdentExt::parse_any)?;
-            input.parse::<Token![=]>()?;
-            let value = input.parse()?;
-            return Ok(Arg::Option { key, value });
-        }
-        Ok(Arg::Other(input.parse()?))
-    }
-}
-
-struct Args(Punctuated<Arg, Token![,]>);
-
-impl Parse for Args {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        Ok(Args(Punctuated::parse_terminated(input)?))
-    }
-}
 
 /// The event a listener names: a string literal (checked here), a path to a `const` name
 /// (checked when the constant is evaluated, by a `const fn` of the runtime), or an event type

@@ -1,9 +1,12 @@
-//! Checks on the annotated item shared by every macro, and the error collector they use.
+//! Checks on the annotated item shared by every macro, the error collector they use, and the
+//! arguments of the event attributes.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{FnArg, Item, ItemFn, LitStr, Signature};
+use syn::{Expr, FnArg, Ident, Item, ItemFn, Lit, LitStr, Signature, Token};
 
 /// Collects independent mistakes so one compile reports them all.
 #[derive(Default)]
@@ -222,5 +225,36 @@ pub(crate) fn with_errors(item: impl ToTokens, error: syn::Error) -> TokenStream
     quote! {
         #item
         #error
+    }
+}
+
+/// One argument of an attribute as written (`#[on(..)]`, `#[event(..)]`): a literal (the
+/// event name), `key = value`, or anything else (reported by the caller).
+pub(crate) enum Arg {
+    Lit(Lit),
+    Option { key: Ident, value: Expr },
+    Other(Expr),
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Lit) {
+            return Ok(Arg::Lit(input.parse()?));
+        }
+        if input.peek(Ident) && input.peek2(Token![=]) {
+            let key = input.call(syn::ext::IdentExt::parse_any)?;
+            input.parse::<Token![=]>()?;
+            let value = input.parse()?;
+            return Ok(Arg::Option { key, value });
+        }
+        Ok(Arg::Other(input.parse()?))
+    }
+}
+
+pub(crate) struct Args(pub(crate) Punctuated<Arg, Token![,]>);
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        Ok(Args(Punctuated::parse_terminated(input)?))
     }
 }

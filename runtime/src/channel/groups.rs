@@ -215,28 +215,43 @@ impl Groups {
         let history = self.histories.of(group);
         let (joined, entry) = {
             let history = lock_history(&history);
-            let (status, entry) = self.add_member(conn, group, None)?;
             let position = Position {
                 epoch: history.epoch().to_string(),
                 offset: history.last_id(),
             };
-            let recovery = match since {
-                None => Recovery::Fresh,
-                Some(_) if status == AddStatus::AlreadyMember => {
-                    Recovery::NotRecoverable(NotRecoverable::AlreadyMember)
-                }
-                Some(since) => self.replay(conn, group, &history, since),
-            };
-            let joined = Joined {
-                group: group.to_owned(),
-                status,
-                position,
-                recovery,
-            };
-            (joined, entry)
+            self.join_at(conn, group, since, position, |since| {
+                self.replay(conn, group, &history, since)
+            })?
         };
         self.subscribe(&entry, group).await?;
         Ok(joined)
+    }
+
+    /// What both recovering joins do under the group's lock: adds the member and, given a
+    /// position and a channel that was not a member yet, recovers with `replay`.
+    fn join_at(
+        &self,
+        conn: &Arc<Conn>,
+        group: &str,
+        since: Option<&Position>,
+        position: Position,
+        replay: impl FnOnce(&Position) -> Recovery,
+    ) -> Result<(Joined, Arc<Group>), Error> {
+        let (status, entry) = self.add_member(conn, group, None)?;
+        let recovery = match since {
+            None => Recovery::Fresh,
+            Some(_) if status == AddStatus::AlreadyMember => {
+                Recovery::NotRecoverable(NotRecoverable::AlreadyMember)
+            }
+            Some(since) => replay(since),
+        };
+        let joined = Joined {
+            group: group.to_owned(),
+            status,
+            position,
+            recovery,
+        };
+        Ok((joined, entry))
     }
 
     /// [`add_from`](Self::add_from) with the cluster's stream: this server subscribes first (so
@@ -266,31 +281,19 @@ impl Groups {
                 history.advance_to(read.last);
             }
             let delivered = history.last_id();
-            let (status, entry) = self.add_member(conn, group, None)?;
             let position = Position {
                 epoch: read.epoch.clone(),
                 offset: delivered,
             };
-            let recovery = match since {
-                None => Recovery::Fresh,
-                Some(_) if status == AddStatus::AlreadyMember => {
-                    Recovery::NotRecoverable(NotRecoverable::AlreadyMember)
-                }
-                Some(since) if since.epoch != read.epoch => {
+            self.join_at(conn, group, since, position, |since| {
+                if since.epoch != read.epoch {
                     Recovery::NotRecoverable(NotRecoverable::EpochChanged)
-                }
-                Some(since) if since.offset > read.last.max(delivered) => {
+                } else if since.offset > read.last.max(delivered) {
                     Recovery::NotRecoverable(NotRecoverable::Ahead)
+                } else {
+                    self.replay_stream(conn, group, &history, since.offset, &read)
                 }
-                Some(since) => self.replay_stream(conn, group, &history, since.offset, &read),
-            };
-            let joined = Joined {
-                group: group.to_owned(),
-                status,
-                position,
-                recovery,
-            };
-            (joined, entry)
+            })?
         };
         self.subscribe(&entry, group).await?;
         Ok(joined)
