@@ -3,7 +3,7 @@
 //! - `GET /chat/{room}` (WebSocket): joins group `chat_{room}`; every JSON message the client
 //!   sends is emitted as `room.message` with `{"room": room, "message": msg}`, and the listener
 //!   sends it to every member of the room, the sender included.
-//! - In a cluster (`SWITCHBOARD_REDIS_URL` set), or with `SWITCHBOARD_RECOVERY=1`, rooms are
+//! - In a cluster (`SWITCHBOARD_BROKER_URL` or `SWITCHBOARD_REDIS_URL` set), or with `SWITCHBOARD_RECOVERY=1`, rooms are
 //!   recoverable groups (`SWITCHBOARD_RECOVERY=0` turns it off): members get each message in
 //!   an envelope `{"group": "chat_<room>", "epoch": .., "offset": .., "data": {"room": ..,
 //!   "message": ..}}`, and a client that comes back with `?since=chat_<room>:EPOCH:OFFSET`
@@ -21,8 +21,9 @@
 //!
 //! Run it: `cargo run -p switchboard-examples --example chat`, then open http://127.0.0.1:8000.
 //!
-//! With `SWITCHBOARD_REDIS_URL` set it joins the cluster of every chat server using that Redis:
-//! a message sent to a room on one server reaches its members on all of them.
+//! With `SWITCHBOARD_BROKER_URL` set (`redis://..`, `nats://..`) it joins the cluster of every
+//! chat server using that broker: a message sent to a room on one server reaches its members on
+//! all of them.
 
 use serde::{Deserialize, Serialize};
 use switchboard::axum::Json;
@@ -220,7 +221,9 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: SWITCHBOARD_RECOVERY={other}: expected 1 (on) or 0 (off)");
             return std::process::ExitCode::FAILURE;
         }
-        Err(_) => std::env::var("SWITCHBOARD_REDIS_URL").is_ok_and(|url| !url.is_empty()),
+        Err(_) => ["SWITCHBOARD_BROKER_URL", "SWITCHBOARD_REDIS_URL"]
+            .iter()
+            .any(|name| std::env::var(name).is_ok_and(|url| !url.is_empty())),
     };
     switchboard_examples::run(|app| {
         let app = app

@@ -14,7 +14,8 @@
 //! `SWITCHBOARD_ADMIN_TOKEN` set, the admin page at `/admin?token=..`, listens on `SWITCHBOARD_ADDR` (default
 //! `127.0.0.1:8000`), takes at most `SWITCHBOARD_MAX_CONNECTIONS` WebSocket connections
 //! (default 50,000), joins a cluster when
-//! `SWITCHBOARD_REDIS_URL` is set, prints `listening on http://ADDR` once it accepts
+//! `SWITCHBOARD_BROKER_URL` (`redis://..` or `nats://..`) or `SWITCHBOARD_REDIS_URL` is set,
+//! prints `listening on http://ADDR` once it accepts
 //! connections, and shuts down gracefully on SIGINT or SIGTERM. A setting it cannot use ends
 //! it with one line on standard error naming the setting, its value and what was expected,
 //! and exit code 1.
@@ -29,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 
 /// Runs an example: logging, the app `configure` makes of a builder (which already reads
-/// `SWITCHBOARD_REDIS_URL`), the address, serving until SIGINT or SIGTERM.
+/// `SWITCHBOARD_BROKER_URL` and `SWITCHBOARD_REDIS_URL`), the address, serving until SIGINT or SIGTERM.
 pub async fn run(configure: impl FnOnce(Builder) -> Builder) -> ExitCode {
     init_logging();
     match serve(configure).await {

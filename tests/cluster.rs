@@ -1,12 +1,13 @@
-//! Cluster mode: two apps (two servers) sharing one Redis of the test's own, with real clients
-//! on both. Groups spanning both, groups on one only, `send_to` across, cluster events,
-//! cluster-wide membership, and a Redis that dies and comes back.
+//! Cluster mode: two apps (two servers) sharing one broker server of the test's own, with real
+//! clients on both. One suite, run against each broker (Redis, NATS): groups spanning both,
+//! groups on one only, `send_to` across, cluster events, cluster-wide membership, and a broker
+//! that dies and comes back.
 
 use std::time::Duration;
 
-use switchboard::broker::{CLUSTER_DOWN, CLUSTER_UP, ClusterDown, ClusterUp, Redis};
+use switchboard::broker::{Broker, CLUSTER_DOWN, CLUSTER_UP, ClusterDown, ClusterUp, Nats, Redis};
 use switchboard::prelude::*;
-use switchboard::testing::{RedisServer, TestClient, TestServer};
+use switchboard::testing::{NatsServer, RedisServer, TestClient, TestServer};
 use switchboard::{ErrorKind, ws::ConnectionId};
 use switchboard_tests::{eventually, until};
 use tokio::sync::mpsc;
@@ -45,20 +46,159 @@ fn broker_event(payload: Value, meta: EventMeta, State(seen): State<Seen>) {
     let _ = seen.0.send((meta.name.to_string(), payload));
 }
 
-struct Node {
+/// The broker's counters the suite reads, the same for every broker.
+#[derive(Debug, Default)]
+struct Counts {
+    published: u64,
+    publish_failures: u64,
+    received: u64,
+    own_skipped: u64,
+    outages: u64,
+}
+
+/// A broker the suite runs against: its server (started for the test) and its client.
+trait Kind: 'static {
+    type Server: Send;
+    type Broker: Broker + Clone;
+    /// Whether a publish is answered by the broker server (Redis: yes; a NATS publish is
+    /// fire-and-forget, so one written as the server dies is lost without being counted).
+    const ANSWERED_PUBLISHES: bool;
+    /// Whether the broker skips its own messages itself (NATS: the server never sends them).
+    const SEES_OWN: bool;
+    async fn start() -> Option<Self::Server>;
+    fn url(server: &Self::Server) -> String;
+    /// A URL where no server listens.
+    fn nowhere() -> String;
+    fn kill(server: &mut Self::Server);
+    async fn resume(server: &mut Self::Server);
+    /// A broker for `url`, with short timeouts and `ttl` for the membership.
+    fn broker(url: &str, ttl: Option<Duration>) -> Self::Broker;
+    fn counts(broker: &Self::Broker) -> Counts;
+    fn node_id(broker: &Self::Broker) -> uuid::Uuid;
+    fn is_connected(broker: &Self::Broker) -> bool;
+    fn subscribed_groups(broker: &Self::Broker) -> Vec<String>;
+}
+
+struct RedisKind;
+
+impl Kind for RedisKind {
+    type Server = RedisServer;
+    type Broker = Redis;
+    const ANSWERED_PUBLISHES: bool = true;
+    const SEES_OWN: bool = true;
+    async fn start() -> Option<RedisServer> {
+        RedisServer::start().await
+    }
+    fn url(server: &RedisServer) -> String {
+        server.url()
+    }
+    fn nowhere() -> String {
+        "redis+unix:///nonexistent/switchboard.sock".to_owned()
+    }
+    fn kill(server: &mut RedisServer) {
+        server.kill();
+    }
+    async fn resume(server: &mut RedisServer) {
+        server.resume().await;
+    }
+    fn broker(url: &str, ttl: Option<Duration>) -> Redis {
+        let broker = Redis::new(url)
+            .unwrap()
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        match ttl {
+            Some(ttl) => broker.membership_ttl(ttl),
+            None => broker,
+        }
+    }
+    fn counts(broker: &Redis) -> Counts {
+        let m = broker.metrics();
+        Counts {
+            published: m.published,
+            publish_failures: m.publish_failures,
+            received: m.received,
+            own_skipped: m.own_skipped,
+            outages: m.outages,
+        }
+    }
+    fn node_id(broker: &Redis) -> uuid::Uuid {
+        broker.node_id()
+    }
+    fn is_connected(broker: &Redis) -> bool {
+        broker.is_connected()
+    }
+    fn subscribed_groups(broker: &Redis) -> Vec<String> {
+        broker.subscribed_groups()
+    }
+}
+
+struct NatsKind;
+
+impl Kind for NatsKind {
+    type Server = NatsServer;
+    type Broker = Nats;
+    const ANSWERED_PUBLISHES: bool = false;
+    const SEES_OWN: bool = false;
+    async fn start() -> Option<NatsServer> {
+        NatsServer::start().await
+    }
+    fn url(server: &NatsServer) -> String {
+        server.url()
+    }
+    fn nowhere() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("nats://127.0.0.1:{port}")
+    }
+    fn kill(server: &mut NatsServer) {
+        server.kill();
+    }
+    async fn resume(server: &mut NatsServer) {
+        server.resume().await;
+    }
+    fn broker(url: &str, ttl: Option<Duration>) -> Nats {
+        let broker = Nats::new(url)
+            .unwrap()
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        match ttl {
+            Some(ttl) => broker.membership_ttl(ttl),
+            None => broker,
+        }
+    }
+    fn counts(broker: &Nats) -> Counts {
+        let m = broker.metrics();
+        Counts {
+            published: m.published,
+            publish_failures: m.publish_failures,
+            received: m.received,
+            own_skipped: m.own_skipped,
+            outages: m.outages,
+        }
+    }
+    fn node_id(broker: &Nats) -> uuid::Uuid {
+        broker.node_id()
+    }
+    fn is_connected(broker: &Nats) -> bool {
+        broker.is_connected()
+    }
+    fn subscribed_groups(broker: &Nats) -> Vec<String> {
+        broker.subscribed_groups()
+    }
+}
+
+struct Node<K: Kind> {
     app: App,
-    broker: Redis,
+    broker: K::Broker,
     server: TestServer,
     seen: mpsc::UnboundedReceiver<(String, Value)>,
 }
 
-async fn node(redis: &RedisServer, configure: impl FnOnce(Redis) -> Redis) -> Node {
-    let broker = configure(
-        Redis::new(&redis.url())
-            .unwrap()
-            .timeout(Duration::from_millis(500))
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
-    );
+async fn node<K: Kind>(url: &str, ttl: Option<Duration>) -> Node<K> {
+    let broker = K::broker(url, ttl);
     let (tx, seen) = mpsc::unbounded_channel();
     let app = App::builder()
         .only_module(module_path!())
@@ -75,17 +215,17 @@ async fn node(redis: &RedisServer, configure: impl FnOnce(Redis) -> Redis) -> No
     }
 }
 
-/// A Redis of the test's own and two servers using it (`None`: skipped, see
+/// A broker server of the test's own and two servers using it (`None`: skipped, see
 /// `RedisServer::start`).
-async fn cluster() -> Option<(RedisServer, Node, Node)> {
-    let redis = RedisServer::start().await?;
-    let a = node(&redis, |r| r).await;
-    let b = node(&redis, |r| r).await;
-    Some((redis, a, b))
+async fn cluster<K: Kind>() -> Option<(K::Server, Node<K>, Node<K>)> {
+    let server = K::start().await?;
+    let a = node::<K>(&K::url(&server), None).await;
+    let b = node::<K>(&K::url(&server), None).await;
+    Some((server, a, b))
 }
 
 /// Connects to `/room/{group}` and waits for the join (and its subscription).
-async fn join(node: &Node, group: &str) -> (TestClient, ConnectionId) {
+async fn join<K: Kind>(node: &Node<K>, group: &str) -> (TestClient, ConnectionId) {
     let mut client = node.server.connect(&format!("/room/{group}")).await;
     let hello: Value = client.recv_json().await;
     assert_eq!(hello["subscribed"], true, "{hello}");
@@ -94,7 +234,7 @@ async fn join(node: &Node, group: &str) -> (TestClient, ConnectionId) {
 }
 
 /// Waits (bounded) for an event named `name` among what `node`'s listeners saw.
-async fn wait_for_event(node: &mut Node, name: &str) -> Value {
+async fn wait_for_event<K: Kind>(node: &mut Node<K>, name: &str) -> Value {
     loop {
         let (seen, payload) = tokio::time::timeout(Duration::from_secs(10), node.seen.recv())
             .await
@@ -106,16 +246,15 @@ async fn wait_for_event(node: &mut Node, name: &str) -> Value {
     }
 }
 
-async fn stop(nodes: Vec<Node>, clients: Vec<TestClient>) {
+async fn stop<K: Kind>(nodes: Vec<Node<K>>, clients: Vec<TestClient>) {
     drop(clients);
     for node in nodes {
         node.server.shutdown().await;
     }
 }
 
-#[tokio::test]
-async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order() {
-    let Some((_redis, a, b)) = cluster().await else {
+async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order<K: Kind>() {
+    let Some((_server, a, b)) = cluster::<K>().await else {
         return;
     };
     let (mut a1, _) = join(&a, "room").await;
@@ -147,22 +286,23 @@ async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order() {
         );
     }
     // Each server skipped its own publications and delivered the other's.
-    assert_eq!(a.broker.metrics().received, MESSAGES);
-    assert_eq!(b.broker.metrics().received, MESSAGES);
-    assert_eq!(a.broker.metrics().own_skipped, MESSAGES);
-    assert_eq!(a.broker.metrics().publish_failures, 0);
+    assert_eq!(K::counts(&a.broker).received, MESSAGES);
+    assert_eq!(K::counts(&b.broker).received, MESSAGES);
+    // Redis sends a server its own publications, which it skips; NATS (`no_echo`) does not.
+    let own = if K::SEES_OWN { MESSAGES } else { 0 };
+    assert_eq!(K::counts(&a.broker).own_skipped, own);
+    assert_eq!(K::counts(&a.broker).publish_failures, 0);
     stop(vec![a, b], vec![a1, a2, b1, b2]).await;
 }
 
-#[tokio::test]
-async fn a_group_on_one_server_does_not_reach_the_other() {
-    let Some((_redis, a, b)) = cluster().await else {
+async fn a_group_on_one_server_does_not_reach_the_other<K: Kind>() {
+    let Some((_server, a, b)) = cluster::<K>().await else {
         return;
     };
     let (mut solo, _) = join(&a, "solo").await;
     let (elsewhere, _) = join(&b, "elsewhere").await;
-    assert_eq!(a.broker.subscribed_groups(), ["solo"]);
-    assert_eq!(b.broker.subscribed_groups(), ["elsewhere"]);
+    assert_eq!(K::subscribed_groups(&a.broker), ["solo"]);
+    assert_eq!(K::subscribed_groups(&b.broker), ["elsewhere"]);
 
     for seq in 0..50 {
         solo.send_json(&json!({ "seq": seq })).await;
@@ -170,23 +310,22 @@ async fn a_group_on_one_server_does_not_reach_the_other() {
     for seq in 0..50 {
         assert_eq!(solo.recv_json::<Value>().await["seq"], seq);
     }
-    // The other server was not subscribed, so Redis sent it nothing. (A member gets a
+    // The other server was not subscribed, so the broker sent it nothing. (A member gets a
     // message before its publication ends: wait for the count.)
-    eventually("50 publications", || a.broker.metrics().published == 50).await;
-    assert_eq!(b.broker.metrics().received, 0);
+    eventually("50 publications", || K::counts(&a.broker).published == 50).await;
+    assert_eq!(K::counts(&b.broker).received, 0);
 
     // The last member's leave drops the subscription.
     drop(solo);
     eventually("unsubscribed after the last member", || {
-        a.broker.subscribed_groups().is_empty()
+        K::subscribed_groups(&a.broker).is_empty()
     })
     .await;
     stop(vec![a, b], vec![elsewhere]).await;
 }
 
-#[tokio::test]
-async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message() {
-    let Some((_redis, a, b)) = cluster().await else {
+async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message<K: Kind>() {
+    let Some((_server, a, b)) = cluster::<K>().await else {
         return;
     };
     let (mut sender, _) = join(&a, "fresh").await;
@@ -204,9 +343,8 @@ async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message() {
     stop(vec![a, b], vec![sender]).await;
 }
 
-#[tokio::test]
-async fn send_to_reaches_a_channel_on_the_other_server() {
-    let Some((_redis, a, b)) = cluster().await else {
+async fn send_to_reaches_a_channel_on_the_other_server<K: Kind>() {
+    let Some((_server, a, b)) = cluster::<K>().await else {
         return;
     };
     let (mut on_a, _) = join(&a, "x").await;
@@ -229,9 +367,8 @@ async fn send_to_reaches_a_channel_on_the_other_server() {
     stop(vec![a, b], vec![on_a, on_b]).await;
 }
 
-#[tokio::test]
-async fn cluster_events_run_on_every_server_and_emit_stays_local() {
-    let Some((_redis, mut a, mut b)) = cluster().await else {
+async fn cluster_events_run_on_every_server_and_emit_stays_local<K: Kind>() {
+    let Some((_server, mut a, mut b)) = cluster::<K>().await else {
         return;
     };
     // Both are connected (and subscribed to the events channel) once they answer a join.
@@ -277,14 +414,13 @@ fn sorted(mut ids: Vec<ConnectionId>) -> Vec<ConnectionId> {
     ids
 }
 
-#[tokio::test]
-async fn cluster_membership_counts_every_server_and_forgets_dead_ones() {
-    let Some(redis) = RedisServer::start().await else {
+async fn cluster_membership_counts_every_server_and_forgets_dead_ones<K: Kind>() {
+    let Some(server) = K::start().await else {
         return;
     };
     let ttl = Duration::from_millis(300);
-    let a = node(&redis, |r| r.membership_ttl(ttl)).await;
-    let b = node(&redis, |r| r.membership_ttl(ttl)).await;
+    let a = node::<K>(&K::url(&server), Some(ttl)).await;
+    let b = node::<K>(&K::url(&server), Some(ttl)).await;
     let (a1, id1) = join(&a, "lobby").await;
     let (b1, id2) = join(&b, "lobby").await;
     let (b2, id3) = join(&b, "side").await;
@@ -317,17 +453,17 @@ async fn cluster_membership_counts_every_server_and_forgets_dead_ones() {
     assert_eq!(until(only_lobby.clone(), groups).await, only_lobby);
 
     // A server that dies (its runtime stops with everything in it: no leave, no cleanup)
-    // keeps its members listed until their entries expire.
+    // drops out: with Redis once its entries expire, with NATS once it stops answering.
     let (joined_tx, joined) = tokio::sync::oneshot::channel();
     let (die_tx, die) = tokio::sync::oneshot::channel::<()>();
-    let url = redis.url();
+    let url = K::url(&server);
     let doomed = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let broker = Redis::new(&url).unwrap().membership_ttl(ttl);
+            let broker = K::broker(&url, Some(ttl));
             let (tx, _seen) = mpsc::unbounded_channel();
             let app = App::builder()
                 .only_module(module_path!())
@@ -350,19 +486,18 @@ async fn cluster_membership_counts_every_server_and_forgets_dead_ones() {
     assert_eq!(until(vec![doomed_id], doomed_members).await, [doomed_id]);
     die_tx.send(()).unwrap();
     doomed.join().unwrap();
-    // Nobody removes its entry: it drops out once its expiry has passed.
+    // Nobody removes its entries.
     assert_eq!(until(vec![], doomed_members).await, []);
     assert_eq!(groups().await, only_lobby);
     stop(vec![a, b], vec![a1]).await;
 }
 
-#[tokio::test]
-async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes() {
-    let Some(mut redis) = RedisServer::start().await else {
+async fn an_outage_keeps_local_delivery_and_cross_server_delivery_resumes<K: Kind>() {
+    let Some(mut server) = K::start().await else {
         return;
     };
-    let mut a = node(&redis, |r| r).await;
-    let mut b = node(&redis, |r| r).await;
+    let mut a = node::<K>(&K::url(&server), None).await;
+    let mut b = node::<K>(&K::url(&server), None).await;
     let (mut a1, _) = join(&a, "room").await;
     let (mut a2, _) = join(&a, "room").await;
     let (mut b1, _) = join(&b, "room").await;
@@ -371,30 +506,32 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
         assert_eq!(client.recv_json::<Value>().await["n"], 0);
     }
 
-    redis.kill();
-    // Sent before the broker noticed: queued for publishing, or refused at once; either way
-    // the failure is counted, never silently dropped.
-    let unnoticed = a
-        .app
-        .channels()
-        .group_send("room", &json!({ "n": "unnoticed" }))
-        .await
-        .unwrap();
-    assert_eq!(unnoticed.delivered, 2);
-    eventually("the failed publish is counted", || {
-        a.broker.metrics().publish_failures >= 1
-    })
-    .await;
-    for client in [&mut a1, &mut a2] {
-        assert_eq!(client.recv_json::<Value>().await["n"], "unnoticed");
+    K::kill(&mut server);
+    if K::ANSWERED_PUBLISHES {
+        // Sent before the broker noticed: queued for publishing, or refused at once; either
+        // way the failure is counted, never silently dropped.
+        let unnoticed = a
+            .app
+            .channels()
+            .group_send("room", &json!({ "n": "unnoticed" }))
+            .await
+            .unwrap();
+        assert_eq!(unnoticed.delivered, 2);
+        eventually("the failed publish is counted", || {
+            K::counts(&a.broker).publish_failures >= 1
+        })
+        .await;
+        for client in [&mut a1, &mut a2] {
+            assert_eq!(client.recv_json::<Value>().await["n"], "unnoticed");
+        }
     }
     let down = wait_for_event(&mut a, CLUSTER_DOWN).await;
-    assert_eq!(down["node"], json!(a.broker.node_id()));
+    assert_eq!(down["node"], json!(K::node_id(&a.broker)));
     // The payload is the typed event's (`#[on(ClusterDown)]` listeners get it).
     let typed: ClusterDown = serde_json::from_value(down).unwrap();
-    assert_eq!(json!(typed.node), json!(a.broker.node_id()));
+    assert_eq!(json!(typed.node), json!(K::node_id(&a.broker)));
     wait_for_event(&mut b, CLUSTER_DOWN).await;
-    assert!(!a.broker.is_connected());
+    assert!(!K::is_connected(&a.broker));
 
     // Local delivery goes on; the failed publish is reported and counted.
     a1.send_json(&json!({ "n": 1 })).await;
@@ -410,27 +547,28 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
     assert_eq!(report.published, Some(false));
     let error = report.publish_error.unwrap();
     assert!(error.contains("unreachable"), "{error}");
-    assert!(a.app.channels().metrics().publish_failures >= 2);
-    assert!(a.broker.metrics().publish_failures >= 3);
+    let counted = u64::from(K::ANSWERED_PUBLISHES);
+    assert!(a.app.channels().metrics().publish_failures > counted);
+    assert!(K::counts(&a.broker).publish_failures >= 2 + counted);
     for client in [&mut a1, &mut a2] {
         assert_eq!(client.recv_json::<Value>().await["n"], 2);
     }
     // A join during the outage to a new group: a local member at once, and an error saying
-    // why; a join to a subscribed group is fine (it is resubscribed when Redis is back).
+    // why; a join to a subscribed group is fine (it is resubscribed when the broker is back).
     let mut late = a.server.connect("/room/late").await;
     assert_eq!(late.recv_json::<Value>().await["subscribed"], false);
     let (mut a3, _) = join(&a, "room").await;
     // B got nothing of this (at most once across an outage).
     assert!(b1.recv_within(Duration::from_millis(100)).await.is_none());
 
-    redis.resume().await;
+    K::resume(&mut server).await;
     let up = wait_for_event(&mut a, CLUSTER_UP).await;
     assert_eq!(up["resubscribed"], 2);
     let typed: ClusterUp = serde_json::from_value(up).unwrap();
     assert_eq!(typed.resubscribed, 2);
     wait_for_event(&mut b, CLUSTER_UP).await;
-    assert_eq!(a.broker.subscribed_groups(), ["late", "room"]);
-    assert_eq!(b.broker.subscribed_groups(), ["room"]);
+    assert_eq!(K::subscribed_groups(&a.broker), ["late", "room"]);
+    assert_eq!(K::subscribed_groups(&b.broker), ["room"]);
 
     // Across servers again, both ways, without restarting either app.
     a2.send_json(&json!({ "n": 3 })).await;
@@ -448,17 +586,13 @@ async fn a_redis_outage_keeps_local_delivery_and_cross_server_delivery_resumes()
     late.send_json(&json!({ "n": 5 })).await;
     assert_eq!(b_late.recv_json::<Value>().await["n"], 5);
     assert_eq!(late.recv_json::<Value>().await["n"], 5);
-    assert_eq!(a.broker.metrics().outages, 1);
+    assert_eq!(K::counts(&a.broker).outages, 1);
     stop(vec![a, b], vec![a1, a2, a3, b1, late, b_late]).await;
 }
 
-#[tokio::test]
-async fn an_unreachable_redis_fails_fast_and_is_reported() {
-    // A socket path nothing listens on.
-    let broker = Redis::new("redis+unix:///nonexistent/switchboard.sock")
-        .unwrap()
-        .timeout(Duration::from_millis(300))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(50));
+async fn an_unreachable_broker_fails_fast_and_is_reported<K: Kind>() {
+    // An address nothing listens on.
+    let broker = K::broker(&K::nowhere(), None);
     let (tx, seen) = mpsc::unbounded_channel();
     let app = App::builder()
         .only_module(module_path!())
@@ -467,7 +601,7 @@ async fn an_unreachable_redis_fails_fast_and_is_reported() {
         .build()
         .unwrap();
     let server = TestServer::start(app.clone()).await;
-    let mut node = Node {
+    let mut node = Node::<K> {
         app,
         broker,
         server,
@@ -494,6 +628,61 @@ async fn an_unreachable_redis_fails_fast_and_is_reported() {
     drop(client);
     node.server.shutdown().await;
 }
+
+/// The suite, once per broker: `cluster redis::` and `cluster nats::` name the tests.
+macro_rules! suite {
+    ($module:ident, $kind:ty) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn a_group_spanning_two_servers_gets_every_message_once_and_in_order() {
+                super::a_group_spanning_two_servers_gets_every_message_once_and_in_order::<$kind>()
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn a_group_on_one_server_does_not_reach_the_other() {
+                super::a_group_on_one_server_does_not_reach_the_other::<$kind>().await;
+            }
+
+            #[tokio::test]
+            async fn a_member_who_joins_then_is_sent_to_at_once_gets_the_message() {
+                super::a_member_who_joins_then_is_sent_to_at_once_gets_the_message::<$kind>().await;
+            }
+
+            #[tokio::test]
+            async fn send_to_reaches_a_channel_on_the_other_server() {
+                super::send_to_reaches_a_channel_on_the_other_server::<$kind>().await;
+            }
+
+            #[tokio::test]
+            async fn cluster_events_run_on_every_server_and_emit_stays_local() {
+                super::cluster_events_run_on_every_server_and_emit_stays_local::<$kind>().await;
+            }
+
+            #[tokio::test]
+            async fn cluster_membership_counts_every_server_and_forgets_dead_ones() {
+                super::cluster_membership_counts_every_server_and_forgets_dead_ones::<$kind>()
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn an_outage_keeps_local_delivery_and_cross_server_delivery_resumes() {
+                super::an_outage_keeps_local_delivery_and_cross_server_delivery_resumes::<$kind>()
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn an_unreachable_broker_fails_fast_and_is_reported() {
+                super::an_unreachable_broker_fails_fast_and_is_reported::<$kind>().await;
+            }
+        }
+    };
+}
+
+suite!(redis, RedisKind);
+suite!(nats, NatsKind);
 
 /// Run on its own (usually without `SWITCHBOARD_REDIS_URL`), and as the child of
 /// `the_broker_comes_from_the_environment_only_when_asked` (with it set to something that is
@@ -525,6 +714,7 @@ fn the_broker_comes_from_the_environment_only_when_asked() {
             "--test-threads=1",
         ])
         .env("SWITCHBOARD_REDIS_URL", "not a url")
+        .env_remove("SWITCHBOARD_BROKER_URL")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&child.stdout);

@@ -36,6 +36,7 @@ impl Example {
         let mut child = Command::new(&binary)
             .env("SWITCHBOARD_ADDR", "127.0.0.1:0")
             .env_remove("SWITCHBOARD_REDIS_URL")
+            .env_remove("SWITCHBOARD_BROKER_URL")
             .env_remove("SWITCHBOARD_RECOVERY")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -251,8 +252,21 @@ async fn two_chat_servers_sharing_a_redis_carry_a_room_between_them() {
     let Some(redis) = switchboard::testing::RedisServer::start().await else {
         return;
     };
-    let url = redis.url();
-    let env = [("SWITCHBOARD_REDIS_URL", url.as_str())];
+    two_chat_servers_carry_a_room_between_them(("SWITCHBOARD_REDIS_URL", &redis.url())).await;
+}
+
+#[tokio::test]
+async fn two_chat_servers_sharing_a_nats_carry_a_room_between_them() {
+    let Some(nats) = switchboard::testing::NatsServer::start().await else {
+        return;
+    };
+    two_chat_servers_carry_a_room_between_them(("SWITCHBOARD_BROKER_URL", &nats.url())).await;
+}
+
+/// Two chat servers given the broker `variable` names: recoverable rooms across both, one
+/// order for every member, the cluster's groups.
+async fn two_chat_servers_carry_a_room_between_them(variable: (&str, &str)) {
+    let env = [variable];
     let one = Example::start_with("chat", &env).await;
     let two = Example::start_with("chat", &env).await;
     // In a cluster the rooms are recoverable by default: each join is answered with its
@@ -504,6 +518,7 @@ async fn fails_to_start(name: &str, env: &[(&str, &str)]) -> String {
     let binary = binary(name);
     let run = Command::new(&binary)
         .env_remove("SWITCHBOARD_REDIS_URL")
+        .env_remove("SWITCHBOARD_BROKER_URL")
         .env_remove("SWITCHBOARD_REDIS_CA")
         .env_remove("SWITCHBOARD_RECOVERY")
         .env_remove("SWITCHBOARD_MAX_CONNECTIONS")
@@ -586,6 +601,35 @@ async fn a_bad_redis_setting_ends_with_one_line_naming_it() {
         line.starts_with("error: SWITCHBOARD_REDIS_CA=/nonexistent/ca.pem: cannot read"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn a_bad_broker_url_ends_with_one_line_naming_it() {
+    let cases = [
+        (
+            vec![("SWITCHBOARD_BROKER_URL", "http://user:hunter22@x")],
+            "error: SWITCHBOARD_BROKER_URL=http://user:***@x: unknown broker: the URL must start \
+             with redis://, rediss://, redis+unix://, nats:// or tls://",
+        ),
+        (
+            vec![("SWITCHBOARD_BROKER_URL", "nats://a:1,,nats://b:2")],
+            "error: SWITCHBOARD_BROKER_URL=nats://a:1,,nats://b:2: invalid NATS URL",
+        ),
+        (
+            vec![
+                ("SWITCHBOARD_BROKER_URL", "nats://127.0.0.1:1"),
+                ("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:1"),
+            ],
+            "error: both SWITCHBOARD_BROKER_URL and SWITCHBOARD_REDIS_URL are set",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let mut env = vec![("SWITCHBOARD_ADDR", "127.0.0.1:0")];
+        env.extend(vars);
+        let line = fails_to_start("chat", &env).await;
+        assert!(line.starts_with(expected), "{line}");
+        assert!(!line.contains("hunter22"), "{line}");
+    }
 }
 
 #[tokio::test]

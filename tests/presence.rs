@@ -382,18 +382,33 @@ async fn member_info_and_presence_need_a_presence_group_and_are_bounded() {
     server.shutdown().await;
 }
 
-/// Presence across two servers sharing one Redis, and a server that dies without a goodbye.
+/// Presence across two servers sharing one broker (Redis, NATS), and a server that dies
+/// without a goodbye.
 mod cluster {
     use super::*;
-    use switchboard::broker::Redis;
-    use switchboard::testing::RedisServer;
+    use switchboard::broker::{Broker, Nats, Redis};
+    use switchboard::testing::{NatsServer, RedisServer};
 
-    fn app(url: &str, ttl: Duration) -> App {
-        let broker = Redis::new(url)
+    /// Makes an app on the broker at a URL, with a membership TTL.
+    type Make = fn(&str, Duration) -> App;
+
+    fn redis_app(url: &str, ttl: Duration) -> App {
+        app(Redis::new(url)
             .unwrap()
             .membership_ttl(ttl)
             .timeout(Duration::from_millis(500))
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)))
+    }
+
+    fn nats_app(url: &str, ttl: Duration) -> App {
+        app(Nats::new(url)
+            .unwrap()
+            .membership_ttl(ttl)
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)))
+    }
+
+    fn app(broker: impl Broker) -> App {
         App::builder()
             .only_module("presence")
             .presence_groups("room*")
@@ -438,7 +453,13 @@ mod cluster {
     }
 
     impl OtherServer {
-        fn start(url: String, ttl: Duration, user: &'static str, end: End) -> OtherServer {
+        fn start(
+            make: Make,
+            url: String,
+            ttl: Duration,
+            user: &'static str,
+            end: End,
+        ) -> OtherServer {
             let (joined_tx, joined) = tokio::sync::oneshot::channel();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::spawn(move || {
@@ -447,7 +468,7 @@ mod cluster {
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
-                    let server = TestServer::start(app(&url, ttl)).await;
+                    let server = TestServer::start(make(&url, ttl)).await;
                     let mut client = join(&server, &format!("/p/room-a?user={user}")).await;
                     let _ = joined_tx.send(());
                     let _ = stopped.await;
@@ -503,8 +524,20 @@ mod cluster {
         let Some(redis) = RedisServer::start().await else {
             return;
         };
+        presence_spans_two_servers(redis.url(), redis_app).await;
+    }
+
+    #[tokio::test]
+    async fn presence_spans_two_servers_and_a_dead_server_leaves_within_the_bound_on_nats() {
+        let Some(nats) = NatsServer::start().await else {
+            return;
+        };
+        presence_spans_two_servers(nats.url(), nats_app).await;
+    }
+
+    async fn presence_spans_two_servers(url: String, make: Make) {
         let ttl = Duration::from_millis(450);
-        let (a, b) = (app(&redis.url(), ttl), app(&redis.url(), ttl));
+        let (a, b) = (make(&url, ttl), make(&url, ttl));
         let log = record(&a);
         let (server_a, server_b) = (
             TestServer::start(a.clone()).await,
@@ -537,14 +570,15 @@ mod cluster {
         stats_become(&a, stats(2, 2)).await;
 
         // Carol's server dies: its runtime stops with everything in it (no leave is sent).
-        let mut carol = OtherServer::start(redis.url(), ttl, "carol", End::Crash);
+        let mut carol = OtherServer::start(make, url.clone(), ttl, "carol", End::Crash);
         carol.joined().await;
         until_seen(&mut alice, &["carol"], &[]).await;
         stats_become(&a, stats(3, 3)).await;
         carol.end();
         let died = std::time::Instant::now();
-        // The live servers sweep it out once its entry expires (within the TTL and a third,
-        // the refresh period), and its leave reaches the members like any other.
+        // The live servers sweep it out once its entry expires (Redis), or announce its
+        // members gone once its heartbeat expires (NATS): within the TTL and a third (the
+        // refresh period), and its leave reaches the members like any other.
         until_seen(&mut alice, &[], &["carol"]).await;
         let gone_after = died.elapsed();
         // The bound: the TTL and a third (the refresh period), and a window; twice the TTL
@@ -571,8 +605,8 @@ mod cluster {
         );
         // Dave's server shuts down gracefully with dave still there, and its process ends
         // at once (its runtime is dropped as soon as the shutdown returns): its last leaves
-        // are in Redis, and on their way to the others, before the shutdown completes.
-        let mut dave = OtherServer::start(redis.url(), ttl, "dave", End::Graceful);
+        // are in the broker, and on their way to the others, before the shutdown completes.
+        let mut dave = OtherServer::start(make, url.clone(), ttl, "dave", End::Graceful);
         dave.joined().await;
         until_seen(&mut alice, &["dave"], &[]).await;
         stats_become(&a, stats(3, 3)).await;
@@ -594,7 +628,7 @@ mod cluster {
             return;
         };
         let ttl = Duration::from_millis(450);
-        let (a, b) = (app(&redis.url(), ttl), app(&redis.url(), ttl));
+        let (a, b) = (redis_app(&redis.url(), ttl), redis_app(&redis.url(), ttl));
         let (server_a, server_b) = (
             TestServer::start(a.clone()).await,
             TestServer::start(b.clone()).await,

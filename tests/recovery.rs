@@ -74,6 +74,7 @@ fn app(entries: usize) -> App {
 }
 
 /// One message of a recoverable group, or the handler's join report.
+#[derive(Debug)]
 enum Got {
     Message {
         epoch: String,
@@ -526,15 +527,30 @@ async fn recoverable_histories_are_kept_while_used_and_forgotten_after() {
 
 mod cluster {
     use super::*;
-    use switchboard::broker::Redis;
-    use switchboard::testing::RedisServer;
+    use switchboard::broker::{Broker, Nats, Redis};
+    use switchboard::testing::{NatsServer, RedisServer};
 
-    fn node(redis: &RedisServer) -> App {
-        let broker = Redis::new(&redis.url())
-            .unwrap()
-            .prefix("recovery")
-            .timeout(Duration::from_millis(500))
-            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    fn redis_node(url: &str) -> App {
+        node(
+            Redis::new(url)
+                .unwrap()
+                .prefix("recovery")
+                .timeout(Duration::from_millis(500))
+                .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        )
+    }
+
+    fn nats_node(url: &str) -> App {
+        node(
+            Nats::new(url)
+                .unwrap()
+                .prefix("recovery")
+                .timeout(Duration::from_millis(500))
+                .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        )
+    }
+
+    fn node(broker: impl Broker) -> App {
         App::builder()
             .only_module("recovery")
             .recoverable_groups("room*")
@@ -551,7 +567,19 @@ mod cluster {
         let Some(redis) = RedisServer::start().await else {
             return;
         };
-        let (a, b) = (node(&redis), node(&redis));
+        recovers_on_the_other_server(redis_node(&redis.url()), redis_node(&redis.url())).await;
+    }
+
+    /// The same on NATS: the group's stream is a JetStream stream.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_recovers_on_the_other_server_of_the_cluster_on_nats() {
+        let Some(nats) = NatsServer::start().await else {
+            return;
+        };
+        recovers_on_the_other_server(nats_node(&nats.url()), nats_node(&nats.url())).await;
+    }
+
+    async fn recovers_on_the_other_server(a: App, b: App) {
         let servers = [
             TestServer::start(a.clone()).await,
             TestServer::start(b.clone()).await,
@@ -648,7 +676,7 @@ mod cluster {
         let Some(mut redis) = RedisServer::start().await else {
             return;
         };
-        let a = node(&redis);
+        let a = redis_node(&redis.url());
         let server = TestServer::start(a.clone()).await;
         let mut client = server.connect("/rec/room-y").await;
         let (position, _, _) = until_joined(&mut client).await;
@@ -669,6 +697,48 @@ mod cluster {
         let (_, recovery, _) = until_joined(&mut client).await;
         assert_eq!(recovery, json!({ "not_recoverable": "EpochChanged" }));
         drop(client);
+        server.shutdown().await;
+    }
+
+    /// NATS keeps a stream on disk: after a NATS restart the epoch is the same, the servers
+    /// follow the stream again, and a client that left before the restart recovers what was
+    /// sent after it.
+    #[tokio::test]
+    async fn a_nats_restart_keeps_the_stream_and_its_epoch() {
+        let Some(mut nats) = NatsServer::start().await else {
+            return;
+        };
+        let a = nats_node(&nats.url());
+        let server = TestServer::start(a.clone()).await;
+        let mut stays = server.connect("/rec/room-z").await;
+        let (position, _, _) = until_joined(&mut stays).await;
+        let epoch = position.split(':').next().unwrap().to_owned();
+        a.channels().group_send("room-z", &json!(1)).await.unwrap();
+        assert!(matches!(
+            next(&mut stays).await,
+            Got::Message { offset: 1, .. }
+        ));
+        nats.kill();
+        nats.resume().await;
+        switchboard_tests::eventually("reconnected", || a.readiness().is_ok()).await;
+        // Sent after the restart: the member that stayed gets it from the stream, in order.
+        let report = a.channels().group_send("room-z", &json!(2)).await.unwrap();
+        assert_eq!(report.published, Some(true), "{report:?}");
+        match next(&mut stays).await {
+            Got::Message {
+                epoch: e, offset, ..
+            } => assert_eq!((e.as_str(), offset), (epoch.as_str(), 2)),
+            other => panic!("{other:?}"),
+        }
+        // A client that saw offset 1 recovers offset 2.
+        let mut back = server
+            .connect(&format!("/rec/room-z?since={epoch}:1"))
+            .await;
+        let (_, recovery, missed) = until_joined(&mut back).await;
+        assert_eq!(recovery, json!({ "recovered": 1 }));
+        assert_eq!(missed.len(), 1);
+        assert_eq!(missed[0].1, 2);
+        drop((stays, back));
         server.shutdown().await;
     }
 }

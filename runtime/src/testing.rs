@@ -49,8 +49,12 @@ use crate::{App, Error, Shutdown};
 
 mod internals;
 #[cfg(unix)]
+mod nats_server;
+#[cfg(unix)]
 mod redis_server;
 pub use internals::Internals;
+#[cfg(unix)]
+pub use nats_server::NatsServer;
 #[cfg(unix)]
 pub use redis_server::{RedisServer, RedisServerOptions, in_ci};
 

@@ -604,10 +604,13 @@ impl Builder {
         self
     }
 
-    /// Takes the broker from the environment when [`build`](Self::build) runs: the Redis at
-    /// `SWITCHBOARD_REDIS_URL` when that variable is set and not empty (which needs the `redis`
-    /// feature: without it, a set variable is an error), else what [`broker`](Self::broker)
-    /// chose, else [`Local`]. The environment is read only when asked for, so a test's app is
+    /// Takes the broker from the environment when [`build`](Self::build) runs: the broker
+    /// `SWITCHBOARD_BROKER_URL` names when that variable is set and not empty (its scheme picks
+    /// it: `redis://`, `rediss://` or `redis+unix://` for Redis, `nats://` or `tls://`, or a
+    /// list of NATS servers separated by commas, for NATS), or the Redis at
+    /// `SWITCHBOARD_REDIS_URL` (both set is an error); else what [`broker`](Self::broker)
+    /// chose, else [`Local`]. A URL for a broker whose feature (`redis`, `nats`) this build
+    /// left out is an error. The environment is read only when asked for, so a test's app is
     /// never redirected by a variable it did not expect.
     pub fn broker_from_env(mut self) -> Self {
         self.broker_from_env = true;

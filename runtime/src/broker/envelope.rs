@@ -122,6 +122,7 @@ fn push_except(out: &mut Vec<u8>, except: Option<ConnectionId>) {
 }
 
 /// The bytes before the epoch of a positioned message (what the stream script is given).
+#[cfg(feature = "redis")]
 pub(crate) fn positioned_header(node: uuid::Uuid, except: Option<ConnectionId>) -> Vec<u8> {
     let mut out = Vec::with_capacity(35);
     out.push(VERSION);
@@ -183,6 +184,75 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, &'static str> {
         kind,
         payload: input.0,
     })
+}
+
+/// What became of a message from another server.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Dispatched {
+    /// Handed to the app.
+    Delivered,
+    /// This server's own publication, come back: skipped (its members got it directly).
+    Own,
+    /// A cluster event the app dropped: too many were waiting to run.
+    EventDropped,
+    /// Unreadable, or a group message outside a group's channel: dropped, with why.
+    Malformed(&'static str),
+}
+
+/// Hands one message from the broker to the app: `group` is the group whose channel (subject)
+/// it came on, if any. Skips this server's own publications, except positioned ones (every
+/// server, the sender's too, delivers a recoverable group's messages in the stream's order).
+pub(crate) fn dispatch(
+    inbox: &super::Inbox,
+    node: Uuid,
+    group: Option<&str>,
+    bytes: &[u8],
+) -> Dispatched {
+    let envelope = match decode(bytes) {
+        Ok(envelope) => envelope,
+        Err(why) => return Dispatched::Malformed(why),
+    };
+    if envelope.node == node && !matches!(envelope.kind, Kind::Positioned { .. }) {
+        return Dispatched::Own;
+    }
+    let outgoing = |except| super::Outgoing {
+        payload: bytes::Bytes::copy_from_slice(envelope.payload),
+        except,
+    };
+    let in_group = || group.ok_or("a group message outside a group's channel");
+    match envelope.kind {
+        Kind::Group { except } => match in_group() {
+            Ok(group) => {
+                inbox.deliver_to_group(group, &outgoing(except));
+            }
+            Err(why) => return Dispatched::Malformed(why),
+        },
+        Kind::Positioned {
+            except,
+            epoch,
+            offset,
+        } => match in_group() {
+            Ok(group) => {
+                inbox.deliver_positioned(group, &outgoing(except), epoch, offset);
+            }
+            Err(why) => return Dispatched::Malformed(why),
+        },
+        Kind::Direct { channel } => {
+            inbox.deliver_to_channel(channel, &outgoing(None));
+        }
+        Kind::Event { name } => {
+            if !inbox.deliver_event(name, envelope.payload) {
+                return Dispatched::EventDropped;
+            }
+        }
+        Kind::Presence => match in_group() {
+            Ok(group) => {
+                inbox.deliver_presence(group, envelope.payload);
+            }
+            Err(why) => return Dispatched::Malformed(why),
+        },
+    }
+    Dispatched::Delivered
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -18,12 +18,16 @@ use crate::Error;
 use crate::channel::{Member, PresencePage, PresenceStats};
 use crate::conn::ConnectionId;
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "nats"))]
 mod envelope;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "redis")]
 mod redis;
 mod secret;
 
+#[cfg(feature = "nats")]
+pub use self::nats::{Nats, NatsMetrics};
 #[cfg(feature = "redis")]
 pub use self::redis::{Redis, RedisMetrics};
 
@@ -365,6 +369,18 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// once the subscription is in place, so a message sent right after is not missed.
     fn subscribe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// [`subscribe`](Broker::subscribe) for a recoverable group whose cluster stream this
+    /// broker keeps: its stream's messages (with their positions) reach this server from now
+    /// on, in the stream's order. Called again for a group already subscribed: nothing to do.
+    fn subscribe_stream<'a>(
+        &'a self,
+        group: &'a str,
+        limits: StreamLimits,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = limits;
+        self.subscribe(group)
+    }
+
     /// The last member of `group` on this server left.
     fn unsubscribe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), Error>>;
 
@@ -486,50 +502,136 @@ impl Broker for Local {
     }
 }
 
-/// The broker `SWITCHBOARD_REDIS_URL` asks for, if it is set and not empty (with the CAs of
-/// the PEM file `SWITCHBOARD_REDIS_CA` for a `rediss://` server a private CA signed).
+/// Which broker a URL names, by its scheme (the first one, for a list of servers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Redis,
+    Nats,
+}
+
+fn scheme(url: &str) -> Option<Scheme> {
+    let first = url.split(',').next().unwrap_or("").trim();
+    let (scheme, _) = first.split_once("://")?;
+    match scheme {
+        "redis" | "rediss" | "redis+unix" | "unix" => Some(Scheme::Redis),
+        "nats" | "tls" => Some(Scheme::Nats),
+        _ => None,
+    }
+}
+
+/// The broker the environment asks for, if any: `SWITCHBOARD_BROKER_URL` (the scheme picks
+/// the broker: `redis://`, `rediss://`, `redis+unix://`, `nats://` or `tls://`, or a list of
+/// NATS servers separated by commas), or `SWITCHBOARD_REDIS_URL` (a Redis URL, as before),
+/// if set and not empty; with the CAs of the PEM file `SWITCHBOARD_REDIS_CA` for a `rediss://`
+/// server a private CA signed.
 pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
-    let Some(url) = std::env::var_os("SWITCHBOARD_REDIS_URL").filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    let Some(url) = url.to_str() else {
-        return Err(Error::new(
-            crate::ErrorKind::Config,
-            "SWITCHBOARD_REDIS_URL is not valid UTF-8",
-        ));
-    };
-    #[cfg(feature = "redis")]
-    {
-        let named = |e: Error| {
+    let read = |name: &'static str| -> Result<Option<(&'static str, String)>, Error> {
+        let Some(value) = std::env::var_os(name).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let value = value.into_string().map_err(|_| {
             Error::new(
                 crate::ErrorKind::Config,
-                format!("SWITCHBOARD_REDIS_URL={}: {e}", secret::redact(url)),
+                format!("{name} is not valid UTF-8"),
             )
-        };
-        let mut broker = Redis::new(url).map_err(named)?;
-        if let Some(path) = std::env::var_os("SWITCHBOARD_REDIS_CA").filter(|v| !v.is_empty()) {
-            let pem = std::fs::read(&path).map_err(|e| {
-                Error::new(
-                    crate::ErrorKind::Config,
-                    format!(
-                        "SWITCHBOARD_REDIS_CA={}: cannot read the CA file: {e}",
-                        std::path::Path::new(&path).display()
-                    ),
-                )
-            })?;
-            broker = broker.tls_root_ca(pem).map_err(named)?;
+        })?;
+        Ok(Some((name, value)))
+    };
+    let (name, url) = match (
+        read("SWITCHBOARD_BROKER_URL")?,
+        read("SWITCHBOARD_REDIS_URL")?,
+    ) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(Error::new(
+                crate::ErrorKind::Config,
+                "both SWITCHBOARD_BROKER_URL and SWITCHBOARD_REDIS_URL are set: keep one \
+                 (SWITCHBOARD_BROKER_URL takes redis:// and nats:// URLs)",
+            ));
         }
-        Ok(Some(Arc::new(broker)))
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        Err(Error::new(
+        (Some(found), None) | (None, Some(found)) => found,
+    };
+    let named = |e: Error| {
+        Error::new(
             crate::ErrorKind::Config,
-            format!(
-                "SWITCHBOARD_REDIS_URL is set ({}) but switchboard was built without its \
-                 `redis` feature: enable it, or unset the variable to stay in one process",
-                secret::redact(url)
-            ),
-        ))
+            format!("{name}={}: {e}", secret::redact(&url)),
+        )
+    };
+    let scheme = if name == "SWITCHBOARD_REDIS_URL" {
+        Scheme::Redis
+    } else {
+        scheme(&url).ok_or_else(|| {
+            named(Error::new(
+                crate::ErrorKind::Config,
+                "unknown broker: the URL must start with redis://, rediss://, redis+unix://, \
+                 nats:// or tls://",
+            ))
+        })?
+    };
+    match scheme {
+        Scheme::Redis => {
+            #[cfg(feature = "redis")]
+            {
+                let mut broker = Redis::new(&url).map_err(named)?;
+                if let Some(path) =
+                    std::env::var_os("SWITCHBOARD_REDIS_CA").filter(|v| !v.is_empty())
+                {
+                    let pem = std::fs::read(&path).map_err(|e| {
+                        Error::new(
+                            crate::ErrorKind::Config,
+                            format!(
+                                "SWITCHBOARD_REDIS_CA={}: cannot read the CA file: {e}",
+                                std::path::Path::new(&path).display()
+                            ),
+                        )
+                    })?;
+                    broker = broker.tls_root_ca(pem).map_err(named)?;
+                }
+                Ok(Some(Arc::new(broker)))
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                Err(missing(name, &url, "redis"))
+            }
+        }
+        Scheme::Nats => {
+            #[cfg(feature = "nats")]
+            {
+                Ok(Some(Arc::new(Nats::new(&url).map_err(named)?)))
+            }
+            #[cfg(not(feature = "nats"))]
+            {
+                Err(missing(name, &url, "nats"))
+            }
+        }
+    }
+}
+
+/// A broker URL for a broker this build left out.
+#[cfg(not(all(feature = "redis", feature = "nats")))]
+fn missing(name: &str, url: &str, feature: &str) -> Error {
+    Error::new(
+        crate::ErrorKind::Config,
+        format!(
+            "{name} is set ({}) but switchboard was built without its `{feature}` feature: \
+             enable it, or unset the variable to stay in one process",
+            secret::redact(url)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_broker() {
+        assert_eq!(scheme("redis://127.0.0.1:6379/"), Some(Scheme::Redis));
+        assert_eq!(scheme("rediss://h/"), Some(Scheme::Redis));
+        assert_eq!(scheme("redis+unix:///tmp/r.sock"), Some(Scheme::Redis));
+        assert_eq!(scheme("nats://a:4222,nats://b:4222"), Some(Scheme::Nats));
+        assert_eq!(scheme(" tls://a:4222"), Some(Scheme::Nats));
+        assert_eq!(scheme("http://x"), None);
+        assert_eq!(scheme("127.0.0.1:6379"), None);
     }
 }

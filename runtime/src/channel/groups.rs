@@ -264,8 +264,8 @@ impl Groups {
         group: &str,
         since: Option<&Position>,
     ) -> Result<Joined, Error> {
-        self.broker.subscribe(group).await?;
         let limits = self.stream_limits();
+        self.broker.subscribe_stream(group, limits).await?;
         let after = since.map_or(u64::MAX, |p| p.offset);
         let read = self.broker.read_stream(group, after, limits).await?;
         let history = self.histories.of(group);
@@ -399,11 +399,23 @@ impl Groups {
             Box::pin(
                 entry
                     .subscribed
-                    .get_or_try_init(|| self.broker.subscribe(group)),
+                    .get_or_try_init(|| self.broker_subscribe(group)),
             )
             .await?;
         }
         Ok(())
+    }
+
+    /// The broker's subscription to `group`: to its cluster stream too for a recoverable group
+    /// whose stream the broker keeps.
+    async fn broker_subscribe(&self, group: &str) -> Result<(), Error> {
+        if self.is_recoverable(group) && self.broker.keeps_streams() {
+            self.broker
+                .subscribe_stream(group, self.stream_limits())
+                .await
+        } else {
+            self.broker.subscribe(group).await
+        }
     }
 
     /// The synchronous part of a join: the group, created if needed, and the status.

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Control, DOWN, Shared, UP, lock};
-use crate::broker::envelope::{Kind, decode};
-use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox, Outgoing};
+use crate::broker::envelope::{Dispatched, dispatch};
+use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 
 /// Channels per `SUBSCRIBE` command when many are (re)subscribed at once.
 const CHUNK: usize = 512;
@@ -280,65 +279,24 @@ async fn subscribe(
 /// One message from Redis: skip this server's own, hand the others to the app.
 fn handle(shared: &Shared, inbox: &Inbox, group_prefix: &str, message: &redis::Msg) {
     let counters = &shared.counters;
-    let envelope = match decode(message.get_payload_bytes()) {
-        Ok(envelope) => envelope,
-        Err(why) => {
+    let group = message.get_channel_name().strip_prefix(group_prefix);
+    match dispatch(inbox, shared.node, group, message.get_payload_bytes()) {
+        Dispatched::Delivered => {
+            counters.received.fetch_add(1, Ordering::Relaxed);
+        }
+        Dispatched::Own => {
+            counters.own_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        Dispatched::EventDropped => {
+            counters.received.fetch_add(1, Ordering::Relaxed);
+            counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Dispatched::Malformed(why) => {
             counters.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 channel = message.get_channel_name(),
                 "dropped a cluster message: {why}"
             );
-            return;
         }
-    };
-    // A positioned message reaches its own server too: every server delivers a recoverable
-    // group's messages in the stream's order.
-    let positioned = matches!(envelope.kind, Kind::Positioned { .. });
-    if envelope.node == shared.node && !positioned {
-        counters.own_skipped.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    counters.received.fetch_add(1, Ordering::Relaxed);
-    let outgoing = |except| Outgoing {
-        payload: Bytes::copy_from_slice(envelope.payload),
-        except,
-    };
-    match envelope.kind {
-        Kind::Group { except } => match message.get_channel_name().strip_prefix(group_prefix) {
-            Some(group) => {
-                inbox.deliver_to_group(group, &outgoing(except));
-            }
-            None => {
-                counters.malformed.fetch_add(1, Ordering::Relaxed);
-            }
-        },
-        Kind::Positioned {
-            except,
-            epoch,
-            offset,
-        } => match message.get_channel_name().strip_prefix(group_prefix) {
-            Some(group) => {
-                inbox.deliver_positioned(group, &outgoing(except), epoch, offset);
-            }
-            None => {
-                counters.malformed.fetch_add(1, Ordering::Relaxed);
-            }
-        },
-        Kind::Direct { channel } => {
-            inbox.deliver_to_channel(channel, &outgoing(None));
-        }
-        Kind::Event { name } => {
-            if !inbox.deliver_event(name, envelope.payload) {
-                counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Kind::Presence => match message.get_channel_name().strip_prefix(group_prefix) {
-            Some(group) => {
-                inbox.deliver_presence(group, envelope.payload);
-            }
-            None => {
-                counters.malformed.fetch_add(1, Ordering::Relaxed);
-            }
-        },
     }
 }
