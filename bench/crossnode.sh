@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-server fan-out: the chat example alone (in-process broker), alone with Redis, and as
-# two servers sharing one Redis with the room's members split between them (the senders on
-# the first; every message crosses to the second through Redis). Same load as the shared
+# two or three servers sharing one Redis (or one NATS) with the room's members split between
+# them (the senders on the first; every message crosses to the others through the broker).
+# Same load as the shared
 # harness' scenarios (a) and (b), from bench/crossfan; servers and Redis pinned to CPU 0, the
 # generator to CPU 1; runs interleaved. Prints a table of medians and writes the JSON of every
 # run to bench/results/cross-<timestamp>/.
@@ -11,6 +12,10 @@
 #   MODES="local one two one_rec two_rec" bench/crossnode.sh
 #                                      also with recoverable rooms (SWITCHBOARD_RECOVERY=1):
 #                                      every message through the stream script (~5 min)
+#   MODES="local three nats3" bench/crossnode.sh
+#                                      three servers on one Redis, and on one NATS (modes
+#                                      ending in _rec: recoverable rooms, NATS through
+#                                      JetStream); the broker's CPU per message is a column
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUNS="${RUNS:-3}"
@@ -19,6 +24,9 @@ OUT="$ROOT/bench/results/cross-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 command -v redis-server >/dev/null || { log "redis-server is missing (Debian: apt-get install redis-server)"; exit 1; }
+if [[ " $MODES " == *" nats"* ]]; then
+  command -v nats-server >/dev/null || { log "nats-server is missing (Debian: apt-get install nats-server)"; exit 1; }
+fi
 
 log "building the chat example and crossfan (release)"
 (cd "$ROOT" && cargo build --release --quiet -p switchboard-examples --example chat)
@@ -42,28 +50,45 @@ REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT" || { log "redis-server did not start"; exit 1; }
 
-# start_chat PORT REDIS_URL RECOVERY: prints the pid. Modes one and two have plain rooms (one
-# PUBLISH per message, as measured before recoverable rooms became the cluster default).
+NATS_PID=""
+NATS_PORT=""
+if [[ " $MODES " == *" nats"* ]]; then
+  NATS_PORT="$(free_port)"
+  taskset -c 0 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/nats-store" \
+    >"$OUT/nats.log" 2>&1 &
+  NATS_PID=$!
+  PIDS+=("$NATS_PID")
+  wait_port "$NATS_PORT" || { log "nats-server did not start"; exit 1; }
+fi
+
+# start_chat PORT BROKER_URL RECOVERY: prints the pid. Modes without _rec have plain rooms (one
+# publish per message, as measured before recoverable rooms became the cluster default).
 start_chat() {
-  SWITCHBOARD_RECOVERY="$3" SWITCHBOARD_ADDR="127.0.0.1:$1" SWITCHBOARD_REDIS_URL="$2" taskset -c 0 "$CHAT" \
+  SWITCHBOARD_RECOVERY="$3" SWITCHBOARD_ADDR="127.0.0.1:$1" SWITCHBOARD_BROKER_URL="$2" taskset -c 0 "$CHAT" \
     >>"$OUT/chat-$1.log" 2>&1 &
   echo $!
 }
 
 run_mode() { # mode run
-  local mode="$1" run="$2" p1 p2 pid1 pid2="" urls=() pids=() url="" recovery=0
-  p1="$(free_port)"
-  [ "$mode" = local ] || url="redis://127.0.0.1:$REDIS_PORT/"
+  local mode="$1" run="$2" port pid servers=1 urls=() pids=() url="" recovery=0 broker_pid="$REDIS_PID"
+  case "$mode" in
+    local) ;;
+    nats*) url="nats://127.0.0.1:$NATS_PORT"; broker_pid="$NATS_PID" ;;
+    *) url="redis://127.0.0.1:$REDIS_PORT/" ;;
+  esac
+  case "$mode" in
+    two*) servers=2 ;;
+    three*|nats3*) servers=3 ;;
+  esac
   [[ "$mode" == *_rec ]] && recovery=1
-  pid1="$(start_chat "$p1" "$url" "$recovery")"; PIDS+=("$pid1")
-  wait_port "$p1"
-  urls=(--url "ws://127.0.0.1:$p1/chat/r"); pids=(--server-pid "$pid1" --server-pid "$REDIS_PID")
-  if [[ "$mode" == two* ]]; then
-    p2="$(free_port)"
-    pid2="$(start_chat "$p2" "$url" "$recovery")"; PIDS+=("$pid2")
-    wait_port "$p2"
-    urls+=(--url "ws://127.0.0.1:$p2/chat/r"); pids+=(--server-pid "$pid2")
-  fi
+  local started=()
+  for _ in $(seq 1 "$servers"); do
+    port="$(free_port)"
+    pid="$(start_chat "$port" "$url" "$recovery")"; PIDS+=("$pid"); started+=("$pid")
+    wait_port "$port"
+    urls+=(--url "ws://127.0.0.1:$port/chat/r"); pids+=(--server-pid "$pid")
+  done
+  [ "$mode" = local ] || pids+=(--broker-pid "$broker_pid")
   sleep 0.3
   for scenario in a b; do
     local args
@@ -76,8 +101,8 @@ run_mode() { # mode run
     log "$mode $scenario r$run: $(cut -c1-160 "$OUT/${mode}__${scenario}__r${run}.json")"
     sleep 0.5
   done
-  kill "$pid1" $pid2 2>/dev/null || true
-  wait "$pid1" $pid2 2>/dev/null || true
+  kill "${started[@]}" 2>/dev/null || true
+  wait "${started[@]}" 2>/dev/null || true
   sleep 0.5
 }
 
@@ -103,10 +128,14 @@ def med(mode, scenario, get):
     return statistics.median(vals) if vals else None
 names = {"local": "one server, in-process broker", "one": "one server, Redis broker",
          "two": "two servers, one Redis (half the members on each)",
+         "three": "three servers, one Redis (a third of the members on each)",
+         "nats3": "three servers, one NATS (a third of the members on each)",
          "one_rec": "one server, Redis, recoverable room",
-         "two_rec": "two servers, one Redis, recoverable room"}
-print("| setup | (a) deliveries/s | (a) p99 ms | (a) CPU us/delivery (servers + Redis) | (b) p50 ms | (b) p99 ms | lost / reordered |")
-print("|---|---|---|---|---|---|---|")
+         "two_rec": "two servers, one Redis, recoverable room",
+         "three_rec": "three servers, one Redis, recoverable room",
+         "nats3_rec": "three servers, one NATS (JetStream), recoverable room"}
+print("| setup | (a) deliveries/s | (a) p99 ms | (a) CPU us/delivery (servers + broker) | (a) broker CPU us/message | (b) p50 ms | (b) p99 ms | lost / reordered |")
+print("|---|---|---|---|---|---|---|---|")
 base = {}
 for mode in [m for m in names if rows.get((m, "a"))]:
     a_rate = med(mode, "a", lambda o: o["deliveries_per_sec"])
@@ -114,6 +143,7 @@ for mode in [m for m in names if rows.get((m, "a"))]:
     a_cpu = med(mode, "a", lambda o: o["server_cpu_us_per_delivery"])
     b_p50 = med(mode, "b", lambda o: o["lat_ms"]["p50"])
     b_p99 = med(mode, "b", lambda o: o["lat_ms"]["p99"])
+    broker = med(mode, "a", lambda o: o.get("broker_cpu_us_per_message"))
     if mode == "local":
         base = {"rate": a_rate, "b99": b_p99}
     lost = sum(o.get("lost", 0) for s in "ab" for o in rows.get((mode, s), []))
@@ -121,6 +151,6 @@ for mode in [m for m in names if rows.get((m, "a"))]:
     def r(v, b):
         return f" ({v / b:.2f}x)" if v and b and mode != "local" else ""
     fmt = lambda v, f: "n/a" if v is None else f.format(v)
-    print(f"| {names[mode]} | {fmt(a_rate and a_rate / 1e6, '{:.2f}M')}{r(a_rate, base['rate'])} | {fmt(a_p99, '{:.0f}')} | {fmt(a_cpu, '{:.3f}')} | {fmt(b_p50, '{:.2f}')} | {fmt(b_p99, '{:.2f}')}{r(b_p99, base['b99'])} | {lost} / {reordered} |")
+    print(f"| {names[mode]} | {fmt(a_rate and a_rate / 1e6, '{:.2f}M')}{r(a_rate, base['rate'])} | {fmt(a_p99, '{:.0f}')} | {fmt(a_cpu, '{:.3f}')} | {fmt(broker, '{:.1f}')} | {fmt(b_p50, '{:.2f}')} | {fmt(b_p99, '{:.2f}')}{r(b_p99, base['b99'])} | {lost} / {reordered} |")
 print(f"\nmedians of {max((len(v) for v in rows.values()), default=0)} runs; results in {out}")
 PY

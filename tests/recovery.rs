@@ -551,10 +551,15 @@ mod cluster {
     }
 
     fn node(broker: impl Broker) -> App {
+        node_keeping(broker, 1_000_000)
+    }
+
+    /// A node whose recoverable groups keep `entries` messages.
+    fn node_keeping(broker: impl Broker, entries: usize) -> App {
         App::builder()
             .only_module("recovery")
             .recoverable_groups("room*")
-            .history_limits(1_000_000, 64 * 1024 * 1024)
+            .history_limits(entries, 64 * 1024 * 1024)
             .broker(broker)
             .build()
             .unwrap()
@@ -740,5 +745,88 @@ mod cluster {
         assert_eq!(missed[0].1, 2);
         drop((stays, back));
         server.shutdown().await;
+    }
+
+    /// A burst of 2,000 messages from ten senders, twenty times what the history keeps (100):
+    /// live members on both servers get every one, in the stream's order (live delivery
+    /// never depends on what the stream still holds).
+    async fn a_burst_reaches_every_live_member(make: impl Fn() -> App) {
+        let (a, b) = (make(), make());
+        let servers = [
+            TestServer::start(a.clone()).await,
+            TestServer::start(b.clone()).await,
+        ];
+        let mut members = Vec::new();
+        for server in &servers {
+            let mut client = server.connect("/rec/room-burst").await;
+            until_joined(&mut client).await;
+            members.push(client);
+        }
+        let mut senders = Vec::new();
+        for sender in 0..10u64 {
+            let app = a.clone();
+            senders.push(tokio::spawn(async move {
+                for seq in 0..200u64 {
+                    let report = app
+                        .channels()
+                        .group_send("room-burst", &json!({ "from": sender, "seq": seq }))
+                        .await
+                        .unwrap();
+                    assert_eq!(report.published, Some(true), "{report:?}");
+                }
+            }));
+        }
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        for member in &mut members {
+            let mut next_seq = [0u64; 10];
+            let mut last = None;
+            for i in 0..2000 {
+                let Got::Message { offset, data, .. } = next(member).await else {
+                    panic!("message {i}: a message");
+                };
+                if let Some(last) = last {
+                    assert_eq!(offset, last + 1, "message {i}: consecutive offsets");
+                }
+                last = Some(offset);
+                let from = usize::try_from(data["from"].as_u64().unwrap()).unwrap();
+                assert_eq!(data["seq"], next_seq[from], "per-sender order");
+                next_seq[from] += 1;
+            }
+            assert_eq!(next_seq, [200; 10]);
+        }
+        drop(members);
+        for server in servers {
+            server.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_longer_than_the_history_reaches_every_live_member() {
+        let Some(redis) = RedisServer::start().await else {
+            return;
+        };
+        let broker = || {
+            Redis::new(&redis.url())
+                .unwrap()
+                .prefix("burst")
+                .timeout(Duration::from_millis(500))
+        };
+        a_burst_reaches_every_live_member(|| node_keeping(broker(), 100)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_longer_than_the_history_reaches_every_live_member_on_nats() {
+        let Some(nats) = NatsServer::start().await else {
+            return;
+        };
+        let broker = || {
+            Nats::new(&nats.url())
+                .unwrap()
+                .prefix("burst")
+                .timeout(Duration::from_millis(500))
+        };
+        a_burst_reaches_every_live_member(|| node_keeping(broker(), 100)).await;
     }
 }

@@ -7,7 +7,7 @@
 //! ```text
 //! crossfan --url ws://127.0.0.1:8001/chat/r --url ws://127.0.0.1:8002/chat/r \
 //!          --subscribers 1000 --senders 10 --messages 200 [--rate 0] [--size 64] \
-//!          [--timeout 60] [--server-pid PID]... [--label NAME]
+//!          [--timeout 60] [--server-pid PID]... [--broker-pid PID] [--label NAME]
 //! ```
 //!
 //! Prints one JSON line: expected, delivered, lost, extra, reordered (a sender's sequence
@@ -39,6 +39,8 @@ struct Args {
     size: usize,
     timeout: f64,
     server_pids: Vec<u32>,
+    /// The broker's process (also counted with the servers).
+    broker_pid: Option<u32>,
     label: String,
 }
 
@@ -52,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         size: 64,
         timeout: 60.0,
         server_pids: Vec::new(),
+        broker_pid: None,
         label: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -67,6 +70,11 @@ fn parse_args() -> Result<Args, String> {
             "--size" => args.size = number(value()?)? as usize,
             "--timeout" => args.timeout = number(value()?)?,
             "--server-pid" => args.server_pids.push(number(value()?)? as u32),
+            "--broker-pid" => {
+                let pid = number(value()?)? as u32;
+                args.server_pids.push(pid);
+                args.broker_pid = Some(pid);
+            }
             "--label" => args.label = value()?,
             "-h" | "--help" => return Err(include_str!("main.rs").lines().take(12).collect::<Vec<_>>().join("\n")),
             other => return Err(format!("unknown flag {other} (see --help)")),
@@ -233,6 +241,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     }
 
     let cpu_before: Vec<f64> = args.server_pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let broker_before = args.broker_pid.map(cpu_seconds);
     let first_send = now_ns();
     let pad = "x".repeat(args.size);
     let messages = args.messages;
@@ -280,6 +289,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         }
     };
     let cpu_after: Vec<f64> = args.server_pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let broker_cpu = args.broker_pid.map(cpu_seconds).zip(broker_before).map(|(b, a)| b - a);
     let _ = stop_tx.send(true);
     let mut send_errors = Vec::new();
     let mut keep = Vec::new();
@@ -332,6 +342,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         },
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": if total > 0 { server_cpu * 1e6 / total as f64 } else { f64::NAN },
+        // Broker CPU per message sent (each crosses the broker once per server it reaches).
+        "broker_cpu_us_per_message": broker_cpu.map(|cpu| cpu * 1e6 / (args.senders as u64 * args.messages) as f64),
     }))
 }
 

@@ -20,9 +20,10 @@
 //!   presence members it knew of that server.
 //! - Recoverable groups: one JetStream stream per group (`{prefix}-{group}`, subject
 //!   `{prefix}.s.{group}`, bounded by count and age, file storage). The stream's sequence is
-//!   the offset and its creation time the epoch; every server with members reads the stream
-//!   through an ordered push consumer, so every server (the sender's too) delivers in the
-//!   stream's order.
+//!   the offset and its creation time the epoch; JetStream republishes each stored message,
+//!   in the stream's order with its sequence, on `{prefix}.p.{group}`, to which every server
+//!   with members subscribes: every server (the sender's too) delivers in the stream's order,
+//!   and live delivery never waits for (or depends on) the stored history.
 //! - Faults: core NATS delivers at most once. While NATS is unreachable local delivery goes
 //!   on, publishes fail at once (counted, and reported in `SendReport`), the client reconnects
 //!   with backoff and resubscribes, and the broker emits [`CLUSTER_DOWN`](super::CLUSTER_DOWN)
@@ -178,8 +179,10 @@ struct Shared {
     /// The presence members other servers announced, per server and group: announced as
     /// leaves here when their server's heartbeat expires.
     remote_presence: Mutex<HashMap<Uuid, RemoteGroups>>,
-    /// The recoverable groups' streams known to exist.
+    /// The recoverable groups' streams known to exist (with this server's settings).
     streams: Mutex<BTreeSet<String>>,
+    /// The epochs of the recoverable groups' streams this server reads.
+    epochs: Mutex<HashMap<String, String>>,
     counters: Counters,
 }
 
@@ -271,6 +274,7 @@ impl Nats {
                 peers: Mutex::new(HashMap::new()),
                 remote_presence: Mutex::new(HashMap::new()),
                 streams: Mutex::new(BTreeSet::new()),
+                epochs: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         })
@@ -375,6 +379,10 @@ impl Shared {
 
     fn stream_subject(&self, group: &str) -> String {
         format!("{}.s.{}", token(&self.config().prefix), token(group))
+    }
+
+    fn republish_subject(&self, group: &str) -> String {
+        format!("{}.p.{}", token(&self.config().prefix), token(group))
     }
 
     fn stream_name(&self, group: &str) -> String {

@@ -1,10 +1,11 @@
 //! Recoverable groups' streams in JetStream: one stream per group, whose sequence is the
 //! message's offset and whose creation time is the epoch (a stream made again, after it was
-//! lost, is a new epoch).
+//! lost, is a new epoch). JetStream republishes every message it stores, in the stream's
+//! order and with its sequence in a header, on `{prefix}.p.{group}`: the servers with members
+//! subscribe to that subject, so live delivery is core NATS (it never depends on how much
+//! history the stream keeps) and positions are assigned once, by the stream.
 
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, DiscardPolicy, Republish, StorageType};
 use bytes::Bytes;
 
 use super::{Shared, lock};
@@ -12,7 +13,7 @@ use crate::Error;
 use crate::broker::envelope::{Kind, decode};
 use crate::broker::{StreamLimits, StreamRead};
 
-/// The group's stream, made if it does not exist.
+/// The group's stream, made (or brought to these settings) unless this server did so before.
 async fn stream(
     shared: &Shared,
     group: &str,
@@ -24,20 +25,28 @@ async fn stream(
         .jetstream
         .get()
         .ok_or_else(|| shared.broker_error(what, "the broker has not started yet"))?;
-    let config = stream::Config {
-        name: shared.stream_name(group),
-        subjects: vec![shared.stream_subject(group)],
-        max_messages: i64::try_from(limits.max_entries).unwrap_or(i64::MAX),
-        max_age: limits.max_age,
-        discard: DiscardPolicy::Old,
-        storage: StorageType::File,
-        ..Default::default()
-    };
-    let stream = shared
-        .timed(what, jetstream.get_or_create_stream(config))
-        .await?;
-    lock(&shared.streams).insert(group.to_owned());
-    Ok(stream)
+    let name = shared.stream_name(group);
+    if !lock(&shared.streams).contains(group) {
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![shared.stream_subject(group)],
+            max_messages: i64::try_from(limits.max_entries).unwrap_or(i64::MAX),
+            max_age: limits.max_age,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            republish: Some(Republish {
+                source: shared.stream_subject(group),
+                destination: shared.republish_subject(group),
+                headers_only: false,
+            }),
+            ..Default::default()
+        };
+        shared
+            .timed(what, jetstream.create_or_update_stream(config))
+            .await?;
+        lock(&shared.streams).insert(group.to_owned());
+    }
+    shared.timed(what, jetstream.get_stream(name)).await
 }
 
 /// Makes the group's stream unless it is known to exist.
@@ -58,6 +67,22 @@ fn epoch(info: &stream::Info) -> String {
     format!("{:012x}", nanos.rem_euclid(1 << 48))
 }
 
+/// The group's stream's epoch (the stream made if it does not exist), remembered for the
+/// messages republished from it.
+pub(super) async fn epoch_of(
+    shared: &Shared,
+    group: &str,
+    limits: StreamLimits,
+) -> Result<String, Error> {
+    let mut stream = stream(shared, group, limits).await?;
+    let info = shared
+        .timed("cannot read the group's stream", stream.info())
+        .await?;
+    let epoch = epoch(info);
+    lock(&shared.epochs).insert(group.to_owned(), epoch.clone());
+    Ok(epoch)
+}
+
 /// Reads the group's stream after `after` (`u64::MAX`: no entries, only where it stands).
 pub(super) async fn read(
     shared: &Shared,
@@ -68,6 +93,7 @@ pub(super) async fn read(
     let what = "cannot read the group's stream";
     let mut stream = stream(shared, group, limits).await?;
     let info = shared.timed(what, stream.info()).await?.clone();
+    lock(&shared.epochs).insert(group.to_owned(), epoch(&info));
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut entries = Vec::new();
     if let Some(start) = after.checked_add(1) {
@@ -86,30 +112,4 @@ pub(super) async fn read(
         }
     }
     Ok(StreamRead::new(epoch(&info), last, entries))
-}
-
-/// An ordered consumer of the group's new messages (made before the caller reads the
-/// stream, so nothing falls between), and the stream's epoch.
-pub(super) async fn consume(
-    shared: &Shared,
-    group: &str,
-    limits: StreamLimits,
-) -> Result<(String, Ordered), Error> {
-    let what = "cannot follow the group's stream";
-    let mut stream = stream(shared, group, limits).await?;
-    let epoch = epoch(shared.timed(what, stream.info()).await?);
-    let client = shared.client(what)?;
-    let consumer = shared
-        .timed(
-            what,
-            stream.create_consumer(OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                filter_subject: shared.stream_subject(group),
-                deliver_policy: DeliverPolicy::New,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    let messages = shared.timed(what, consumer.messages()).await?;
-    Ok((epoch, messages))
 }

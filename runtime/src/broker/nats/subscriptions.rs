@@ -100,18 +100,33 @@ async fn subscribe(
     if let Some(limits) = stream
         && entry_needs_stream(groups, group)
     {
-        let (epoch, messages) = super::streams::consume(shared, group, limits)
+        // Subscribed before the epoch is read: every message stored after the read comes.
+        let subscriber = client
+            .subscribe(shared.republish_subject(group))
             .await
             .map_err(|e| e.to_string())?;
         let task = tokio::spawn(read_stream(
             shared.clone(),
             inbox.clone(),
             group.to_owned(),
-            epoch,
-            messages,
+            limits,
+            subscriber,
         ));
         if let Some(entry) = groups.get_mut(group) {
             entry.stream = Some(Task(task.abort_handle()));
+        }
+        let confirmed = match shared.confirm().await {
+            Ok(()) => super::streams::epoch_of(shared, group, limits)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = confirmed {
+            if let Some(entry) = groups.get_mut(group) {
+                entry.stream = None;
+            }
+            return Err(e);
         }
     }
     Ok(())
@@ -134,29 +149,40 @@ async fn read_group(
     }
 }
 
-/// Delivers a recoverable group's stream, in its order, with each message's position.
+/// Delivers a recoverable group's stream as JetStream republishes it: in the stream's order,
+/// each message with its sequence (`Nats-Sequence`) as the offset. A sequence that goes back
+/// means the stream was made again (it was lost): its epoch is read again.
 async fn read_stream(
     shared: Arc<Shared>,
     inbox: Inbox,
     group: String,
-    epoch: String,
-    mut messages: async_nats::jetstream::consumer::push::Ordered,
+    limits: StreamLimits,
+    mut subscriber: async_nats::Subscriber,
 ) {
     let counters = &shared.counters;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                // The ordered consumer makes itself again after most failures.
-                tracing::warn!(group, "reading the group's stream: {e}");
-                continue;
-            }
-        };
-        let Ok(info) = message.info() else {
+    let mut last = 0;
+    while let Some(message) = subscriber.next().await {
+        let offset = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_SEQUENCE))
+            .and_then(|value| value.as_str().parse::<u64>().ok());
+        let Some(offset) = offset else {
             counters.malformed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let offset = info.stream_sequence;
+        let known = lock(&shared.epochs).get(&group).cloned();
+        let epoch = match known {
+            Some(epoch) if offset > last => epoch,
+            _ => match super::streams::epoch_of(&shared, &group, limits).await {
+                Ok(epoch) => epoch,
+                Err(e) => {
+                    tracing::warn!(group, "cannot read the epoch of the group's stream: {e}");
+                    continue;
+                }
+            },
+        };
+        last = offset;
         match decode(&message.payload) {
             Ok(envelope) => {
                 let Kind::Group { except } = envelope.kind else {
