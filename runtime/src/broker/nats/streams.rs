@@ -67,20 +67,43 @@ fn epoch(info: &stream::Info) -> String {
     format!("{:012x}", nanos.rem_euclid(1 << 48))
 }
 
-/// The group's stream's epoch (the stream made if it does not exist), remembered for the
-/// messages republished from it.
+/// The group's stream's epoch and last sequence (the stream made if it does not exist); the
+/// epoch is remembered for the messages republished from it.
 pub(super) async fn epoch_of(
     shared: &Shared,
     group: &str,
     limits: StreamLimits,
-) -> Result<String, Error> {
+) -> Result<(String, u64), Error> {
     let mut stream = stream(shared, group, limits).await?;
     let info = shared
         .timed("cannot read the group's stream", stream.info())
         .await?;
     let epoch = epoch(info);
+    let last = info.state.last_sequence;
     lock(&shared.epochs).insert(group.to_owned(), epoch.clone());
-    Ok(epoch)
+    Ok((epoch, last))
+}
+
+/// One stored message of the group's stream (the envelope as published), or `None` when the
+/// stream no longer holds it.
+pub(super) async fn message(
+    shared: &Shared,
+    group: &str,
+    sequence: u64,
+    limits: StreamLimits,
+) -> Result<Option<Bytes>, Error> {
+    let stream = stream(shared, group, limits).await?;
+    match shared
+        .timed(
+            "cannot read the group's stream",
+            stream.get_raw_message(sequence),
+        )
+        .await
+    {
+        Ok(message) => Ok(Some(message.payload)),
+        Err(e) if e.to_string().contains("no message found") => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads the group's stream after `after` (`u64::MAX`: no entries, only where it stands).

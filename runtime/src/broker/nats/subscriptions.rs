@@ -2,13 +2,15 @@
 //! recoverable group, an ordered consumer of its stream), each read by a task of its own,
 //! made and dropped in the order they were asked for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::{Control, Shared, lock};
@@ -100,17 +102,19 @@ async fn subscribe(
     if let Some(limits) = stream
         && entry_needs_stream(groups, group)
     {
-        // Subscribed before the epoch is read: every message stored after the read comes.
+        // Subscribed before the stream is read: every message stored after the read comes.
         let subscriber = client
             .subscribe(shared.republish_subject(group))
             .await
             .map_err(|e| e.to_string())?;
+        let (start_tx, start) = oneshot::channel();
         let task = tokio::spawn(read_stream(
             shared.clone(),
             inbox.clone(),
             group.to_owned(),
             limits,
             subscriber,
+            start,
         ));
         if let Some(entry) = groups.get_mut(group) {
             entry.stream = Some(Task(task.abort_handle()));
@@ -118,15 +122,19 @@ async fn subscribe(
         let confirmed = match shared.confirm().await {
             Ok(()) => super::streams::epoch_of(shared, group, limits)
                 .await
-                .map(drop)
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        if let Err(e) = confirmed {
-            if let Some(entry) = groups.get_mut(group) {
-                entry.stream = None;
+        match confirmed {
+            Ok((_, last)) => {
+                let _ = start_tx.send(last);
             }
-            return Err(e);
+            Err(e) => {
+                if let Some(entry) = groups.get_mut(group) {
+                    entry.stream = None;
+                }
+                return Err(e);
+            }
         }
     }
     Ok(())
@@ -149,57 +157,120 @@ async fn read_group(
     }
 }
 
-/// Delivers a recoverable group's stream as JetStream republishes it: in the stream's order,
-/// each message with its sequence (`Nats-Sequence`) as the offset. A sequence that goes back
-/// means the stream was made again (it was lost): its epoch is read again.
+/// How long a message republished ahead of its turn waits for the ones before it (JetStream
+/// can republish two publishers' messages out of order) before those are read from the stream.
+const GAP_WAIT: Duration = Duration::from_millis(50);
+
+/// Delivers a recoverable group's stream as JetStream republishes it, in the stream's order:
+/// each message's sequence (`Nats-Sequence`) is its offset, counted from the stream's last
+/// sequence when the subscription was made (`start`). A message that comes ahead of its turn
+/// waits for the ones before it ([`GAP_WAIT`]); those still missing then are read from the
+/// stream (or skipped if it no longer holds them). A sequence that starts again from 1 means
+/// the stream was made again (it was lost): a new epoch.
 async fn read_stream(
     shared: Arc<Shared>,
     inbox: Inbox,
     group: String,
     limits: StreamLimits,
     mut subscriber: async_nats::Subscriber,
+    start: oneshot::Receiver<u64>,
 ) {
+    let Ok(start) = start.await else { return };
     let counters = &shared.counters;
-    let mut last = 0;
-    while let Some(message) = subscriber.next().await {
-        let offset = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(async_nats::header::NATS_SEQUENCE))
-            .and_then(|value| value.as_str().parse::<u64>().ok());
-        let Some(offset) = offset else {
-            counters.malformed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let known = lock(&shared.epochs).get(&group).cloned();
-        let epoch = match known {
-            Some(epoch) if offset > last => epoch,
-            _ => match super::streams::epoch_of(&shared, &group, limits).await {
-                Ok(epoch) => epoch,
-                Err(e) => {
-                    tracing::warn!(group, "cannot read the epoch of the group's stream: {e}");
-                    continue;
-                }
-            },
-        };
-        last = offset;
-        match decode(&message.payload) {
-            Ok(envelope) => {
-                let Kind::Group { except } = envelope.kind else {
+    let mut next = start + 1;
+    let mut waiting: BTreeMap<u64, Bytes> = BTreeMap::new();
+    let mut gap_since: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = gap_since.map(|since| since + GAP_WAIT);
+        tokio::select! {
+            message = subscriber.next() => {
+                let Some(message) = message else { return };
+                let header = |name| {
+                    message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get(name))
+                        .and_then(|value| value.as_str().parse::<u64>().ok())
+                };
+                let Some(offset) = header(async_nats::header::NATS_SEQUENCE) else {
                     counters.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                counters.received.fetch_add(1, Ordering::Relaxed);
-                let outgoing = Outgoing {
-                    payload: Bytes::copy_from_slice(envelope.payload),
-                    except,
-                };
-                inbox.deliver_positioned(&group, &outgoing, &epoch, offset);
+                if offset < next {
+                    if header(async_nats::header::NATS_LAST_SEQUENCE) != Some(0) || offset != 1 {
+                        // Already delivered (or covered by a read of the stream).
+                        continue;
+                    }
+                    // A new stream: its epoch, and everything from its first message.
+                    if let Err(e) = super::streams::epoch_of(&shared, &group, limits).await {
+                        tracing::warn!(group, "cannot read the epoch of the group's new stream: {e}");
+                    }
+                    waiting.clear();
+                    next = 1;
+                }
+                waiting.insert(offset, message.payload);
             }
-            Err(why) => {
+            () = sleep_until(deadline) => {
+                // The ones before the first waiting message did not come: read them.
+                let first = waiting.keys().next().copied().unwrap_or(next);
+                for sequence in next..first {
+                    match super::streams::message(&shared, &group, sequence, limits).await {
+                        Ok(Some(payload)) => {
+                            waiting.insert(sequence, payload);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(group, sequence, "a message of the group's stream is missing here: {e}");
+                        }
+                    }
+                }
+                // What is still missing is skipped (its members see the gap in the offsets).
+                if let Some(&first) = waiting.keys().next() {
+                    next = first;
+                }
+                gap_since = None;
+            }
+        }
+        let epoch = lock(&shared.epochs).get(&group).cloned();
+        let Some(epoch) = epoch else { continue };
+        while let Some(payload) = waiting.remove(&next) {
+            deliver(&shared, &inbox, &group, &epoch, next, &payload);
+            next += 1;
+        }
+        if waiting.is_empty() {
+            gap_since = None;
+        } else if gap_since.is_none() {
+            gap_since = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn deliver(shared: &Shared, inbox: &Inbox, group: &str, epoch: &str, offset: u64, payload: &[u8]) {
+    let counters = &shared.counters;
+    match decode(payload) {
+        Ok(envelope) => {
+            let Kind::Group { except } = envelope.kind else {
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(group, "dropped a message of the group's stream: {why}");
-            }
+                return;
+            };
+            counters.received.fetch_add(1, Ordering::Relaxed);
+            let outgoing = Outgoing {
+                payload: Bytes::copy_from_slice(envelope.payload),
+                except,
+            };
+            inbox.deliver_positioned(group, &outgoing, epoch, offset);
+        }
+        Err(why) => {
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(group, "dropped a message of the group's stream: {why}");
         }
     }
 }
