@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchboard::broker::{Broker, CLUSTER_DOWN, CLUSTER_UP, ClusterDown, ClusterUp, Nats, Redis};
 use switchboard::prelude::*;
-use switchboard::testing::{NatsServer, RedisServer, TestClient, TestServer};
+use switchboard::testing::{NatsServer, RedisCluster, RedisServer, TestClient, TestServer};
 use switchboard::{ErrorKind, ws::ConnectionId};
 use switchboard_tests::{eventually, until};
 use tokio::sync::mpsc;
@@ -120,6 +120,50 @@ impl Kind for RedisKind {
             own_skipped: m.own_skipped,
             outages: m.outages,
         }
+    }
+    fn node_id(broker: &Redis) -> uuid::Uuid {
+        broker.node_id()
+    }
+    fn is_connected(broker: &Redis) -> bool {
+        broker.is_connected()
+    }
+    fn subscribed_groups(broker: &Redis) -> Vec<String> {
+        broker.subscribed_groups()
+    }
+}
+
+struct RedisClusterKind;
+
+impl Kind for RedisClusterKind {
+    type Server = RedisCluster;
+    type Broker = Redis;
+    const ANSWERED_PUBLISHES: bool = true;
+    const SEES_OWN: bool = true;
+    async fn start() -> Option<RedisCluster> {
+        RedisCluster::start().await
+    }
+    fn url(server: &RedisCluster) -> String {
+        server.url()
+    }
+    fn nowhere() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("redis+cluster://127.0.0.1:{port}")
+    }
+    fn kill(server: &mut RedisCluster) {
+        server.kill_all();
+    }
+    async fn resume(server: &mut RedisCluster) {
+        server.resume_all().await;
+    }
+    fn broker(url: &str, ttl: Option<Duration>) -> Redis {
+        RedisKind::broker(url, ttl)
+    }
+    fn counts(broker: &Redis) -> Counts {
+        RedisKind::counts(broker)
     }
     fn node_id(broker: &Redis) -> uuid::Uuid {
         broker.node_id()
@@ -682,7 +726,139 @@ macro_rules! suite {
 }
 
 suite!(redis, RedisKind);
+suite!(redis_cluster, RedisClusterKind);
 suite!(nats, NatsKind);
+
+/// Faults only a Redis Cluster has: one shard of three dies, a group's slot moves.
+mod redis_cluster_faults {
+    use super::*;
+
+    /// Two group names whose slots are on different shards.
+    fn groups_on_two_shards(cluster: &RedisCluster) -> (String, usize, String, usize) {
+        let shard = |group: &str| cluster.shard_of(cluster.keyslot(&format!("{{{group}}}")));
+        let first = "room0".to_owned();
+        let first_shard = shard(&first);
+        for n in 1..100 {
+            let other = format!("room{n}");
+            let other_shard = shard(&other);
+            if other_shard != first_shard {
+                return (first, first_shard, other, other_shard);
+            }
+        }
+        panic!("every group on one shard");
+    }
+
+    /// Sends from `from` until `to` gets a message (the first ones may be lost while a
+    /// subscription moves), then checks that 20 more arrive in order.
+    async fn crosses(from: &mut TestClient, to: &mut TestClient, tag: &str) {
+        let mut reached = false;
+        for attempt in 0..100 {
+            from.send_json(&json!({ "probe": tag, "attempt": attempt }))
+                .await;
+            if to.recv_within(Duration::from_millis(100)).await.is_some() {
+                reached = true;
+                break;
+            }
+        }
+        assert!(reached, "{tag}: nothing crossed");
+        // Drain probes still on their way, then an ordered run.
+        while to.recv_within(Duration::from_millis(100)).await.is_some() {}
+        while from.recv_within(Duration::from_millis(50)).await.is_some() {}
+        for seq in 0..20 {
+            from.send_json(&json!({ "run": tag, "seq": seq })).await;
+        }
+        for seq in 0..20 {
+            assert_eq!(to.recv_json::<Value>().await["seq"], seq, "{tag}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_shard_stops_only_its_groups_and_they_resume() {
+        let Some(mut cluster) = RedisCluster::start().await else {
+            return;
+        };
+        let url = cluster.url();
+        let mut a = node::<RedisClusterKind>(&url, None).await;
+        let b = node::<RedisClusterKind>(&url, None).await;
+        let (doomed, doomed_shard, spared, _) = groups_on_two_shards(&cluster);
+        let (mut a_doomed, _) = join(&a, &doomed).await;
+        let (mut b_doomed, _) = join(&b, &doomed).await;
+        let (mut a_spared, _) = join(&a, &spared).await;
+        let (mut b_spared, _) = join(&b, &spared).await;
+        crosses(&mut a_doomed, &mut b_doomed, "before").await;
+
+        cluster.kill(doomed_shard);
+        let down = wait_for_event(&mut a, CLUSTER_DOWN).await;
+        assert_eq!(down["shard"], cluster.address(doomed_shard), "{down}");
+        let typed: ClusterDown = serde_json::from_value(down.clone()).unwrap();
+        assert_eq!(typed.shard, Some(cluster.address(doomed_shard)));
+        let error = down["error"].as_str().unwrap();
+        assert!(error.contains("unreachable"), "{error}");
+        // The connection as a whole is up: the other shards serve.
+        assert!(a.broker.is_connected());
+        // The spared group keeps crossing servers.
+        while a_doomed
+            .recv_within(Duration::from_millis(50))
+            .await
+            .is_some()
+        {}
+        crosses(&mut a_spared, &mut b_spared, "spared").await;
+        // The doomed group: local delivery, a failed publish that says why.
+        let report = a
+            .app
+            .channels()
+            .group_send(&doomed, &json!({ "n": "local only" }))
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 1);
+        assert_eq!(report.published, Some(false));
+        assert!(
+            report
+                .publish_error
+                .as_deref()
+                .unwrap()
+                .contains("unreachable"),
+            "{report:?}"
+        );
+        assert_eq!(a_doomed.recv_json::<Value>().await["n"], "local only");
+        assert!(
+            b_doomed
+                .recv_within(Duration::from_millis(100))
+                .await
+                .is_none()
+        );
+
+        cluster.resume(doomed_shard).await;
+        let up = wait_for_event(&mut a, CLUSTER_UP).await;
+        assert_eq!(up["shard"], cluster.address(doomed_shard), "{up}");
+        let typed: ClusterUp = serde_json::from_value(up.clone()).unwrap();
+        assert_eq!(typed.shard, Some(cluster.address(doomed_shard)));
+        assert_eq!(typed.resubscribed, 1, "the doomed group, subscribed again");
+        crosses(&mut a_doomed, &mut b_doomed, "after").await;
+        stop(vec![a, b], vec![a_doomed, b_doomed, a_spared, b_spared]).await;
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_slot_moves_keeps_crossing_servers() {
+        let Some(cluster) = RedisCluster::start().await else {
+            return;
+        };
+        let url = cluster.url();
+        let a = node::<RedisClusterKind>(&url, None).await;
+        let b = node::<RedisClusterKind>(&url, None).await;
+        let (mut on_a, _) = join(&a, "moving").await;
+        let (mut on_b, _) = join(&b, "moving").await;
+        crosses(&mut on_a, &mut on_b, "before").await;
+        let slot = cluster.keyslot("{moving}");
+        let from = cluster.shard_of(slot);
+        cluster.move_slot(slot, (from + 1) % 3);
+        assert_eq!(cluster.shard_of(slot), (from + 1) % 3);
+        // Redis unsubscribed the servers from the moved slot's channel; they follow it.
+        crosses(&mut on_a, &mut on_b, "a to b after").await;
+        crosses(&mut on_b, &mut on_a, "b to a after").await;
+        stop(vec![a, b], vec![on_a, on_b]).await;
+    }
+}
 
 /// Run on its own (usually without `SWITCHBOARD_REDIS_URL`), and as the child of
 /// `the_broker_comes_from_the_environment_only_when_asked` (with it set to something that is

@@ -263,6 +263,14 @@ async fn two_chat_servers_sharing_a_nats_carry_a_room_between_them() {
     two_chat_servers_carry_a_room_between_them(("SWITCHBOARD_BROKER_URL", &nats.url())).await;
 }
 
+#[tokio::test]
+async fn two_chat_servers_sharing_a_redis_cluster_carry_a_room_between_them() {
+    let Some(cluster) = switchboard::testing::RedisCluster::start().await else {
+        return;
+    };
+    two_chat_servers_carry_a_room_between_them(("SWITCHBOARD_BROKER_URL", &cluster.url())).await;
+}
+
 /// Two chat servers given the broker `variable` names: recoverable rooms across both, one
 /// order for every member, the cluster's groups.
 async fn two_chat_servers_carry_a_room_between_them(variable: (&str, &str)) {
@@ -609,7 +617,7 @@ async fn a_bad_broker_url_ends_with_one_line_naming_it() {
         (
             vec![("SWITCHBOARD_BROKER_URL", "http://user:hunter22@x")],
             "error: SWITCHBOARD_BROKER_URL=http://user:***@x: unknown broker: the URL must start \
-             with redis://, rediss://, redis+unix://, nats:// or tls://",
+             with redis://, rediss://, redis+unix://, redis+cluster://, nats:// or tls://",
         ),
         (
             vec![("SWITCHBOARD_BROKER_URL", "nats://a:1,,nats://b:2")],

@@ -387,7 +387,7 @@ async fn member_info_and_presence_need_a_presence_group_and_are_bounded() {
 mod cluster {
     use super::*;
     use switchboard::broker::{Broker, Nats, Redis};
-    use switchboard::testing::{NatsServer, RedisServer};
+    use switchboard::testing::{NatsServer, RedisCluster, RedisServer};
 
     /// Makes an app on the broker at a URL, with a membership TTL.
     type Make = fn(&str, Duration) -> App;
@@ -533,6 +533,15 @@ mod cluster {
             return;
         };
         presence_spans_two_servers(nats.url(), nats_app).await;
+    }
+
+    #[tokio::test]
+    async fn presence_spans_two_servers_and_a_dead_server_leaves_within_the_bound_on_a_redis_cluster()
+     {
+        let Some(cluster) = RedisCluster::start().await else {
+            return;
+        };
+        presence_spans_two_servers(cluster.url(), redis_app).await;
     }
 
     async fn presence_spans_two_servers(url: String, make: Make) {

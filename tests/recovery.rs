@@ -528,7 +528,7 @@ async fn recoverable_histories_are_kept_while_used_and_forgotten_after() {
 mod cluster {
     use super::*;
     use switchboard::broker::{Broker, Nats, Redis};
-    use switchboard::testing::{NatsServer, RedisServer};
+    use switchboard::testing::{NatsServer, RedisCluster, RedisServer};
 
     fn redis_node(url: &str) -> App {
         node(
@@ -575,9 +575,23 @@ mod cluster {
         recovers_on_the_other_server(redis_node(&redis.url()), redis_node(&redis.url())).await;
     }
 
+    /// The same on a Redis Cluster: the group's stream, its offsets and its shard channel
+    /// are in one slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_recovers_on_the_other_server_of_the_cluster_on_a_redis_cluster() {
+        let Some(cluster) = RedisCluster::start().await else {
+            return;
+        };
+        recovers_on_the_other_server(redis_node(&cluster.url()), redis_node(&cluster.url())).await;
+    }
+
     /// The same on NATS: the group's stream is a JetStream stream.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_recovers_on_the_other_server_of_the_cluster_on_nats() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("async_nats=debug,switchboard=debug")
+            .with_test_writer()
+            .try_init();
         let Some(nats) = NatsServer::start().await else {
             return;
         };
@@ -809,6 +823,20 @@ mod cluster {
         };
         let broker = || {
             Redis::new(&redis.url())
+                .unwrap()
+                .prefix("burst")
+                .timeout(Duration::from_millis(500))
+        };
+        a_burst_reaches_every_live_member(|| node_keeping(broker(), 100)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_longer_than_the_history_reaches_every_live_member_on_a_redis_cluster() {
+        let Some(cluster) = RedisCluster::start().await else {
+            return;
+        };
+        let broker = || {
+            Redis::new(&cluster.url())
                 .unwrap()
                 .prefix("burst")
                 .timeout(Duration::from_millis(500))

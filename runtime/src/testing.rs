@@ -51,10 +51,14 @@ mod internals;
 #[cfg(unix)]
 mod nats_server;
 #[cfg(unix)]
+mod redis_cluster;
+#[cfg(unix)]
 mod redis_server;
 pub use internals::Internals;
 #[cfg(unix)]
 pub use nats_server::NatsServer;
+#[cfg(unix)]
+pub use redis_cluster::RedisCluster;
 #[cfg(unix)]
 pub use redis_server::{RedisServer, RedisServerOptions, in_ci};
 

@@ -49,6 +49,11 @@ pub struct ClusterDown {
     pub node: uuid::Uuid,
     /// Why (passwords left out).
     pub error: String,
+    /// On a Redis Cluster, the one shard (`host:port`) that stopped answering: only the groups
+    /// it holds reach this server's members only; the others keep crossing servers. `None`:
+    /// the whole broker is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// Payload of [`CLUSTER_UP`] (a typed event: `#[on(ClusterUp)]`).
@@ -61,6 +66,10 @@ pub struct ClusterUp {
     pub down_ms: u64,
     /// How many groups it subscribed again.
     pub resubscribed: usize,
+    /// On a Redis Cluster, the one shard (`host:port`) that answers again (`None`: the whole
+    /// broker is back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 impl crate::Event for ClusterDown {
@@ -513,15 +522,17 @@ fn scheme(url: &str) -> Option<Scheme> {
     let first = url.split(',').next().unwrap_or("").trim();
     let (scheme, _) = first.split_once("://")?;
     match scheme {
-        "redis" | "rediss" | "redis+unix" | "unix" => Some(Scheme::Redis),
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "rediss+cluster" => {
+            Some(Scheme::Redis)
+        }
         "nats" | "tls" => Some(Scheme::Nats),
         _ => None,
     }
 }
 
 /// The broker the environment asks for, if any: `SWITCHBOARD_BROKER_URL` (the scheme picks
-/// the broker: `redis://`, `rediss://`, `redis+unix://`, `nats://` or `tls://`, or a list of
-/// NATS servers separated by commas), or `SWITCHBOARD_REDIS_URL` (a Redis URL, as before),
+/// the broker: `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://` (a Redis Cluster),
+/// `nats://` or `tls://`, or a list of servers separated by commas), or `SWITCHBOARD_REDIS_URL` (a Redis URL, as before),
 /// if set and not empty; with the CAs of the PEM file `SWITCHBOARD_REDIS_CA` for a `rediss://`
 /// server a private CA signed.
 pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
@@ -564,7 +575,7 @@ pub(crate) fn from_env() -> Result<Option<Arc<dyn Broker>>, Error> {
             named(Error::new(
                 crate::ErrorKind::Config,
                 "unknown broker: the URL must start with redis://, rediss://, redis+unix://, \
-                 nats:// or tls://",
+                 redis+cluster://, nats:// or tls://",
             ))
         })?
     };
@@ -629,6 +640,8 @@ mod tests {
         assert_eq!(scheme("redis://127.0.0.1:6379/"), Some(Scheme::Redis));
         assert_eq!(scheme("rediss://h/"), Some(Scheme::Redis));
         assert_eq!(scheme("redis+unix:///tmp/r.sock"), Some(Scheme::Redis));
+        assert_eq!(scheme("redis+cluster://a:7000,b:7001"), Some(Scheme::Redis));
+        assert_eq!(scheme("redis://a:7000,redis://b:7001"), Some(Scheme::Redis));
         assert_eq!(scheme("nats://a:4222,nats://b:4222"), Some(Scheme::Nats));
         assert_eq!(scheme(" tls://a:4222"), Some(Scheme::Nats));
         assert_eq!(scheme("http://x"), None);

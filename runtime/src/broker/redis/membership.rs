@@ -19,7 +19,17 @@ const BATCH: usize = 1000;
 
 impl Shared {
     fn members_key(&self, group: &str) -> String {
-        format!("{}:members:{group}", self.config().prefix)
+        format!("{}:members:{}", self.config().prefix, self.key_group(group))
+    }
+
+    /// The group a membership key is of.
+    fn group_of_members_key(&self, key: &str) -> Option<String> {
+        let rest = key.strip_prefix(&format!("{}:members:", self.config().prefix))?;
+        if self.is_cluster() {
+            super::cluster::untag(rest)
+        } else {
+            Some(rest.to_owned())
+        }
     }
 }
 
@@ -177,11 +187,20 @@ pub(super) async fn groups(shared: &Shared) -> Result<Vec<(String, usize)>, Erro
     let what = "cannot list the cluster's groups";
     let timeout = shared.config().timeout;
     let work = async {
-        let prefix = shared.members_key("");
-        let pattern = format!("{}*", escape_glob(&prefix));
+        let pattern = format!(
+            "{}*",
+            escape_glob(&format!("{}:members:", shared.config().prefix))
+        );
         let mut keys: Vec<String> = Vec::new();
         let mut cursor: u64 = 0;
-        loop {
+        shared.check_up(what)?;
+        if let super::cluster::Commands::Cluster(connection) = shared.commands().await? {
+            keys = shared
+                .scan_cluster(what, &connection, &pattern, BATCH)
+                .await?;
+            cursor = u64::MAX;
+        }
+        while cursor != u64::MAX {
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor)
                 .arg("MATCH")
@@ -190,10 +209,7 @@ pub(super) async fn groups(shared: &Shared) -> Result<Vec<(String, usize)>, Erro
                 .arg(BATCH);
             let (next, found): (u64, Vec<String>) = shared.query(what, &scan).await?;
             keys.extend(found);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+            cursor = if next == 0 { u64::MAX } else { next };
         }
         keys.sort();
         keys.dedup();
@@ -210,7 +226,7 @@ pub(super) async fn groups(shared: &Shared) -> Result<Vec<(String, usize)>, Erro
             .iter()
             .zip(counts)
             .filter(|(_, n)| *n > 0)
-            .filter_map(|(key, n)| Some((key.strip_prefix(&prefix)?.to_owned(), n)))
+            .filter_map(|(key, n)| Some((shared.group_of_members_key(key)?, n)))
             .collect())
     };
     tokio::time::timeout(timeout * 4, work)

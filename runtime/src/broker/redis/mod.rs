@@ -1,4 +1,5 @@
-//! The Redis broker: groups and events across every server that shares one Redis.
+//! The Redis broker: groups and events across every server that shares one Redis, or one
+//! Redis Cluster (`cluster.rs` says what changes there).
 //!
 //! - Group messages: one `PUBLISH` per `group_send` on `{prefix}:g:{group}`, handed to a
 //!   publisher task that publishes in order, pipelining what queued up (so a sender never
@@ -16,6 +17,7 @@
 //!   reconnects with backoff, resubscribes every group that still has local members, and emits
 //!   [`CLUSTER_DOWN`](super::CLUSTER_DOWN) / [`CLUSTER_UP`](super::CLUSTER_UP).
 
+mod cluster;
 mod membership;
 mod presence;
 mod publisher;
@@ -28,6 +30,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use self::cluster::Commands;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -132,7 +136,8 @@ enum Publication {
 /// `XADD` with that offset as the id (bounded by count), the expiry of both keys pushed to
 /// the age bound, and the `PUBLISH` of the envelope with the position written in.
 ///
-/// KEYS: stream, meta. ARGV: header, payload, max entries, max age (ms), channel, new epoch.
+/// KEYS: stream, meta. ARGV: header, payload, max entries, max age (ms), channel, new epoch,
+/// the publish command (`PUBLISH`, or `SPUBLISH` on a cluster).
 const APPEND: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
@@ -145,7 +150,7 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'p', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 local o = tostring(offset)
-redis.call('PUBLISH', ARGV[5], ARGV[1] .. string.char(#epoch) .. epoch .. string.char(#o) .. o .. ARGV[2])
+redis.call(ARGV[7], ARGV[5], ARGV[1] .. string.char(#epoch) .. epoch .. string.char(#o) .. o .. ARGV[2])
 return offset
 ";
 
@@ -206,6 +211,8 @@ struct Connect {
     /// PEM: the client certificate chain and key, for servers that ask for one.
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     client: redis::Client,
+    /// A Redis Cluster's nodes (from `redis+cluster://` or a list of URLs), else `None`.
+    cluster: Option<Vec<redis::ConnectionInfo>>,
 }
 
 impl Connect {
@@ -245,7 +252,9 @@ struct Shared {
     initial_config: Config,
     inbox: OnceLock<Inbox>,
     started: OnceLock<()>,
-    commands: tokio::sync::OnceCell<ConnectionManager>,
+    commands: tokio::sync::OnceCell<Commands>,
+    /// On a cluster: which shard holds which slots, and the shards that do not answer.
+    shards: Mutex<cluster::Shards>,
     control: mpsc::UnboundedSender<Control>,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
     members: mpsc::UnboundedSender<Membership>,
@@ -279,6 +288,11 @@ impl Redis {
     ///   [`tls_root_ca`](Redis::tls_root_ca)). There is no way to turn the check off: the
     ///   `#insecure` suffix is refused.
     /// - `redis+unix:///path/to/socket[?db=N&user=U&pass=P]`: a Unix socket.
+    /// - `redis+cluster://[[user]:password@]host:port[,host:port..]` (or `rediss+cluster://`
+    ///   for TLS), or `redis://` URLs separated by commas: a Redis Cluster (Redis 7 or later),
+    ///   reached through the nodes given (the others are found). Group messages use sharded
+    ///   pub/sub, every key of a group is in one slot, and a shard that dies stops only its
+    ///   own groups (see the crate's README, "Redis Cluster").
     ///
     /// The password can also be given apart from the URL, with [`password`](Redis::password).
     /// It never appears in `Debug` output, errors or logs: URLs are printed with `***` in its
@@ -290,12 +304,36 @@ impl Redis {
                 ErrorKind::Config,
                 format!(
                     "invalid Redis URL `{}`: {detail}; expected redis://HOST[:PORT][/DB], \
-                     rediss://HOST[:PORT][/DB] (TLS) or redis+unix:///PATH",
+                     rediss://HOST[:PORT][/DB] (TLS), redis+unix:///PATH, or a Redis Cluster: \
+                     redis+cluster://HOST:PORT[,HOST:PORT..] or redis:// URLs separated by commas",
                     redact(url)
                 ),
             )
         };
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
+        let nodes = cluster_nodes(url).map_err(&invalid)?;
+        let mut cluster = None;
+        if let Some(nodes) = &nodes {
+            let mut infos = Vec::with_capacity(nodes.len());
+            for node in nodes {
+                let info = redis::IntoConnectionInfo::into_connection_info(node.as_str())
+                    .map_err(|e| invalid(e.to_string()).with_source(e))?;
+                if !matches!(
+                    info.addr(),
+                    redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::TcpTls { .. }
+                ) {
+                    return Err(invalid(
+                        "a cluster's nodes are host:port addresses".to_owned(),
+                    ));
+                }
+                infos.push(info);
+            }
+            cluster = Some(infos);
+        }
+        let first = nodes
+            .as_ref()
+            .and_then(|n| n.first())
+            .map_or(url, String::as_str);
+        let info = redis::IntoConnectionInfo::into_connection_info(first)
             .map_err(|e| invalid(e.to_string()).with_source(e))?;
         if let Some(password) = info.redis_settings().password() {
             secrets.add(password);
@@ -330,6 +368,7 @@ impl Redis {
                     root_ca: None,
                     client_cert: None,
                     client,
+                    cluster,
                 }),
                 url: redact(url),
                 secrets: Mutex::new(secrets),
@@ -339,6 +378,7 @@ impl Redis {
                 inbox: OnceLock::new(),
                 started: OnceLock::new(),
                 commands: tokio::sync::OnceCell::new(),
+                shards: Mutex::new(cluster::Shards::default()),
                 control,
                 control_rx: Mutex::new(Some(control_rx)),
                 members,
@@ -429,12 +469,12 @@ impl Redis {
         Ok(self)
     }
 
-    fn change_connection(
-        &self,
-        change: impl FnOnce(redis::ConnectionInfo) -> redis::ConnectionInfo,
-    ) {
+    fn change_connection(&self, change: impl Fn(redis::ConnectionInfo) -> redis::ConnectionInfo) {
         let mut connect = lock(&self.shared.connect);
         connect.info = change(connect.info.clone());
+        if let Some(nodes) = connect.cluster.take() {
+            connect.cluster = Some(nodes.into_iter().map(&change).collect());
+        }
         // The address was valid when the client was first made: only credentials changed.
         if let Err(e) = connect.rebuild() {
             tracing::error!(
@@ -538,6 +578,44 @@ impl Redis {
     }
 }
 
+/// A Redis Cluster's node URLs, if `url` names one: `redis+cluster://[AUTH@]HOST:PORT,..`
+/// (`rediss+cluster://` for TLS; the credentials of the first apply to every node), or
+/// `redis://` URLs separated by commas. `None`: one Redis.
+fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
+    let cluster_scheme = [
+        ("redis+cluster://", "redis://"),
+        ("rediss+cluster://", "rediss://"),
+    ]
+    .into_iter()
+    .find_map(|(scheme, plain)| Some((url.strip_prefix(scheme)?, plain)));
+    if let Some((rest, plain)) = cluster_scheme {
+        let (auth, hosts) = match rest.rsplit_once('@') {
+            Some((auth, hosts)) => (format!("{auth}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let nodes: Vec<String> = hosts
+            .trim_end_matches('/')
+            .split(',')
+            .map(|host| format!("{plain}{auth}{}", host.trim()))
+            .collect();
+        if hosts.split(',').any(|host| host.trim().is_empty()) {
+            return Err("an empty node address".to_owned());
+        }
+        return Ok(Some(nodes));
+    }
+    if url.contains(',') {
+        let nodes: Vec<String> = url.split(',').map(|node| node.trim().to_owned()).collect();
+        if nodes
+            .iter()
+            .any(|node| !(node.starts_with("redis://") || node.starts_with("rediss://")))
+        {
+            return Err("each node of a list must be a redis:// or rediss:// URL".to_owned());
+        }
+        return Ok(Some(nodes));
+    }
+    Ok(None)
+}
+
 /// Now, in milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -570,8 +648,32 @@ impl Shared {
         self.config.get().unwrap_or(&self.initial_config)
     }
 
+    /// Whether this broker talks to a Redis Cluster.
+    fn is_cluster(&self) -> bool {
+        lock(&self.connect).cluster.is_some()
+    }
+
+    /// A group's name in its keys and channel: as it is for one Redis, the group as the hash
+    /// tag on a cluster (every key of a group in one slot).
+    fn key_group<'a>(&self, group: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.is_cluster() {
+            std::borrow::Cow::Owned(cluster::tag(group))
+        } else {
+            std::borrow::Cow::Borrowed(group)
+        }
+    }
+
     fn group_channel(&self, group: &str) -> String {
-        format!("{}:g:{group}", self.config().prefix)
+        format!("{}:g:{}", self.config().prefix, self.key_group(group))
+    }
+
+    /// The command that publishes to a group's channel: sharded pub/sub on a cluster.
+    fn group_publish(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn direct_channel(&self) -> String {
@@ -610,10 +712,26 @@ impl Shared {
     }
 
     /// The connection for commands (publish, membership), made on first use.
-    async fn commands(&self) -> Result<ConnectionManager, Error> {
+    async fn commands(&self) -> Result<Commands, Error> {
         let config = self.config();
         self.commands
             .get_or_try_init(|| async {
+                if self.is_cluster() {
+                    let client = self.cluster_client(None)?;
+                    let connection =
+                        tokio::time::timeout(config.timeout, client.get_async_connection())
+                            .await
+                            .map_err(|_| {
+                                redis::RedisError::from(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    format!(
+                                        "no connection to the cluster within {:?}",
+                                        config.timeout
+                                    ),
+                                ))
+                            })??;
+                    return Ok(Commands::Cluster(connection));
+                }
                 let settings = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.timeout))
                     .set_response_timeout(Some(config.timeout))
@@ -621,6 +739,7 @@ impl Shared {
                     .set_min_delay(config.backoff_min)
                     .set_max_delay(config.backoff_max);
                 ConnectionManager::new_lazy_with_config(self.client(), settings)
+                    .map(Commands::Single)
             })
             .await
             .cloned()
@@ -652,7 +771,8 @@ impl Shared {
         self.timed(what, command.query_async(&mut connection)).await
     }
 
-    /// Runs a pipeline and returns its (not ignored) results.
+    /// Runs a pipeline and returns its (not ignored) results. On a cluster it is split by
+    /// slot (no command of such a pipeline may be ignored: every answer is returned).
     async fn pipeline_query<T: redis::FromRedisValue>(
         &self,
         what: &str,
@@ -660,20 +780,48 @@ impl Shared {
     ) -> Result<T, Error> {
         self.check_up(what)?;
         let mut connection = self.commands().await?;
-        self.timed(what, pipe.query_async(&mut connection)).await
+        let Commands::Cluster(cluster) = &connection else {
+            return self.timed(what, pipe.query_async(&mut connection)).await;
+        };
+        let mut answers: Vec<Option<redis::Value>> = vec![None; pipe.len()];
+        for (indices, part) in self.run_split(what, cluster, pipe).await {
+            for (at, value) in indices.into_iter().zip(part?) {
+                answers[at] = Some(value);
+            }
+        }
+        let answers = redis::Value::Array(
+            answers
+                .into_iter()
+                .map(|a| a.unwrap_or(redis::Value::Nil))
+                .collect(),
+        );
+        redis::FromRedisValue::from_redis_value(answers).map_err(|e| self.broker_error(what, e))
     }
 
     /// Runs a pipeline whose results are all ignored.
     async fn pipeline(&self, what: &str, pipe: &redis::Pipeline) -> Result<(), Error> {
-        self.pipeline_query::<()>(what, pipe).await
+        self.check_up(what)?;
+        let mut connection = self.commands().await?;
+        let Commands::Cluster(cluster) = &connection else {
+            return self
+                .timed(what, pipe.query_async::<()>(&mut connection))
+                .await;
+        };
+        let mut failed = None;
+        for (_, part) in self.run_split(what, cluster, pipe).await {
+            if let Err(e) = part {
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     fn stream_key(&self, group: &str) -> String {
-        format!("{}:s:{group}", self.config().prefix)
+        format!("{}:s:{}", self.config().prefix, self.key_group(group))
     }
 
     fn stream_meta_key(&self, group: &str) -> String {
-        format!("{}:sm:{group}", self.config().prefix)
+        format!("{}:sm:{}", self.config().prefix, self.key_group(group))
     }
 
     /// Hands an envelope for `channel` to the publisher task (which publishes in order,
@@ -681,6 +829,13 @@ impl Shared {
     fn publish(&self, what: &str, channel: String, envelope: Envelope<'_>) -> Result<(), Error> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(envelope.encode());
+        self.enqueue(what, cmd)
+    }
+
+    /// Publishes to a group's channel (sharded on a cluster).
+    fn publish_group(&self, what: &str, group: &str, envelope: Envelope<'_>) -> Result<(), Error> {
+        let mut cmd = redis::cmd(self.group_publish());
+        cmd.arg(self.group_channel(group)).arg(envelope.encode());
         self.enqueue(what, cmd)
     }
 
@@ -692,16 +847,23 @@ impl Shared {
             payload: diff,
         };
         // Counted as a publish failure when it cannot go: presence diffs are best effort.
-        let _ = self.publish(
+        let _ = self.publish_group(
             "cannot send presence changes to other servers",
-            self.group_channel(group),
+            group,
             envelope,
         );
     }
 
     /// Queues a command for the publisher task (see [`publish`](Self::publish)).
     fn enqueue(&self, what: &str, cmd: redis::Cmd) -> Result<(), Error> {
-        let queued = self.check_up(what).and_then(|()| {
+        let checked = self.check_up(what).and_then(|()| {
+            if self.is_cluster() {
+                self.check_shard(what, &cmd)
+            } else {
+                Ok(())
+            }
+        });
+        let queued = checked.and_then(|()| {
             self.publications
                 .try_send(Publication::Cmd(cmd))
                 .map_err(|e| match e {
@@ -738,7 +900,11 @@ impl Shared {
         let publications = lock(&self.publications_rx).take();
         if let (Some(control), Some(members), Some(publications)) = (control, members, publications)
         {
-            runtime.spawn(subscriber::run(self.clone(), inbox.clone(), control));
+            if self.is_cluster() {
+                runtime.spawn(cluster::run(self.clone(), inbox.clone(), control));
+            } else {
+                runtime.spawn(subscriber::run(self.clone(), inbox.clone(), control));
+            }
             runtime.spawn(membership::run(self.clone(), inbox.clone(), members));
             runtime.spawn(publisher::run(self.clone(), inbox.clone(), publications));
         }
@@ -764,7 +930,11 @@ impl Broker for Redis {
     }
 
     fn describe(&self) -> String {
-        format!("redis {}", self.shared.url)
+        if self.shared.is_cluster() {
+            format!("redis cluster {}", self.shared.url)
+        } else {
+            format!("redis {}", self.shared.url)
+        }
     }
 
     fn keeps_streams(&self) -> bool {
@@ -791,7 +961,8 @@ impl Broker for Redis {
                 .arg(limits.max_entries)
                 .arg(millis(limits.max_age))
                 .arg(shared.group_channel(group))
-                .arg(new_epoch());
+                .arg(new_epoch())
+                .arg(shared.group_publish());
             shared.enqueue("cannot append to the group's stream", cmd)
         })
     }
@@ -893,11 +1064,7 @@ impl Broker for Redis {
                 },
                 payload: &message.payload,
             };
-            shared.publish(
-                "cannot publish to other servers",
-                shared.group_channel(group),
-                envelope,
-            )
+            shared.publish_group("cannot publish to other servers", group, envelope)
         })
     }
 

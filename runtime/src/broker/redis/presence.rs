@@ -88,6 +88,7 @@ const WRITE_CHUNK: usize = 300;
 impl Shared {
     fn presence_keys(&self, group: &str) -> [String; 4] {
         let prefix = &self.config().prefix;
+        let group = self.key_group(group);
         ["pm", "pu", "pl", "pe"].map(|kind| format!("{prefix}:{kind}:{group}"))
     }
 

@@ -280,6 +280,10 @@ async fn subscribe(
 fn handle(shared: &Shared, inbox: &Inbox, group_prefix: &str, message: &redis::Msg) {
     let counters = &shared.counters;
     let group = message.get_channel_name().strip_prefix(group_prefix);
+    debug_assert!(
+        !shared.is_cluster(),
+        "a cluster's messages come through cluster.rs"
+    );
     match dispatch(inbox, shared.node, group, message.get_payload_bytes()) {
         Dispatched::Delivered => {
             counters.received.fetch_add(1, Ordering::Relaxed);
