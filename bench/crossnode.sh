@@ -12,10 +12,12 @@
 #   MODES="local one two one_rec two_rec" bench/crossnode.sh
 #                                      also with recoverable rooms (SWITCHBOARD_RECOVERY=1):
 #                                      every message through the stream script (~5 min)
-#   MODES="local three nats3" bench/crossnode.sh
-#                                      three servers on one Redis, and on one NATS (modes
-#                                      ending in _rec: recoverable rooms, NATS through
-#                                      JetStream); the broker's CPU per message is a column
+#   MODES="local three rc3 nats3" bench/crossnode.sh
+#                                      three servers on one Redis, on a Redis Cluster of three
+#                                      shards (sharded pub/sub), and on one NATS (modes ending
+#                                      in _rec: recoverable rooms, NATS through JetStream); the
+#                                      broker's CPU per message is a column, measured in (c):
+#                                      30 members, 10 senders x 20,000 messages
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUNS="${RUNS:-3}"
@@ -50,6 +52,36 @@ REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT" || { log "redis-server did not start"; exit 1; }
 
+# A Redis Cluster of three shards (for the rc3 modes), pinned to CPU 0 like the rest.
+RC_PIDS=()
+RC_URL=""
+if [[ " $MODES " == *" rc3"* ]]; then
+  command -v redis-cli >/dev/null || { log "redis-cli is missing (Debian: apt-get install redis-tools)"; exit 1; }
+  rc_nodes=()
+  for shard in 1 2 3; do
+    while :; do
+      port="$(free_port)"
+      [ "$port" -lt 55000 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && break
+    done
+    mkdir -p "$OUT/rc$shard"
+    taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-require-full-coverage no --save "" \
+      --appendonly no --dir "$OUT/rc$shard" >"$OUT/rc$shard.log" 2>&1 &
+    RC_PIDS+=($!)
+    PIDS+=($!)
+    wait_port "$port" || { log "a Redis Cluster shard did not start"; exit 1; }
+    rc_nodes+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${rc_nodes[@]}" --cluster-replicas 0 --cluster-yes >"$OUT/rc-create.log" 2>&1
+  for node in "${rc_nodes[@]}"; do
+    for _ in $(seq 1 100); do
+      redis-cli -h 127.0.0.1 -p "${node#*:}" cluster info | grep -q cluster_state:ok && break
+      sleep 0.1
+    done
+  done
+  RC_URL="redis+cluster://$(IFS=,; echo "${rc_nodes[*]}")"
+fi
+
 NATS_PID=""
 NATS_PORT=""
 if [[ " $MODES " == *" nats"* ]]; then
@@ -70,15 +102,17 @@ start_chat() {
 }
 
 run_mode() { # mode run
-  local mode="$1" run="$2" port pid servers=1 urls=() pids=() url="" recovery=0 broker_pid="$REDIS_PID"
+  local mode="$1" run="$2" port pid servers=1 urls=() pids=() url="" recovery=0
+  local broker_pids=()
   case "$mode" in
     local) ;;
-    nats*) url="nats://127.0.0.1:$NATS_PORT"; broker_pid="$NATS_PID" ;;
-    *) url="redis://127.0.0.1:$REDIS_PORT/" ;;
+    nats*) url="nats://127.0.0.1:$NATS_PORT"; broker_pids=("$NATS_PID") ;;
+    rc3*) url="$RC_URL"; broker_pids=("${RC_PIDS[@]}") ;;
+    *) url="redis://127.0.0.1:$REDIS_PORT/"; broker_pids=("$REDIS_PID") ;;
   esac
   case "$mode" in
     two*) servers=2 ;;
-    three*|nats3*) servers=3 ;;
+    three*|nats3*|rc3*) servers=3 ;;
   esac
   [[ "$mode" == *_rec ]] && recovery=1
   local started=()
@@ -88,13 +122,17 @@ run_mode() { # mode run
     wait_port "$port"
     urls+=(--url "ws://127.0.0.1:$port/chat/r"); pids+=(--server-pid "$pid")
   done
-  [ "$mode" = local ] || pids+=(--broker-pid "$broker_pid")
+  for broker_pid in "${broker_pids[@]}"; do pids+=(--broker-pid "$broker_pid"); done
   sleep 0.3
-  for scenario in a b; do
+  for scenario in a b c; do
+    # (c) is a burst of 200,000 messages: past the 16,384 publications a server queues for
+    # the broker, recoverable rooms (one script or stream append each) refuse the rest.
+    [[ "$mode" == *_rec && "$scenario" == c ]] && continue
     local args
     case "$scenario" in
       a) args=(--subscribers 1000 --senders 10 --messages 200 --rate 0) ;;
       b) args=(--subscribers 1000 --senders 1 --messages 500 --rate 100) ;;
+      c) args=(--subscribers 30 --senders 10 --messages 20000 --rate 0) ;;
     esac
     timeout 120 taskset -c 1 "$CROSSFAN" "${urls[@]}" "${pids[@]}" "${args[@]}" --label "$mode" \
       >"$OUT/${mode}__${scenario}__r${run}.json" || true
@@ -129,25 +167,27 @@ def med(mode, scenario, get):
 names = {"local": "one server, in-process broker", "one": "one server, Redis broker",
          "two": "two servers, one Redis (half the members on each)",
          "three": "three servers, one Redis (a third of the members on each)",
+         "rc3": "three servers, a Redis Cluster of three shards (sharded pub/sub)",
          "nats3": "three servers, one NATS (a third of the members on each)",
          "one_rec": "one server, Redis, recoverable room",
          "two_rec": "two servers, one Redis, recoverable room",
          "three_rec": "three servers, one Redis, recoverable room",
+         "rc3_rec": "three servers, a Redis Cluster, recoverable room",
          "nats3_rec": "three servers, one NATS (JetStream), recoverable room"}
-print("| setup | (a) deliveries/s | (a) p99 ms | (a) CPU us/delivery (servers + broker) | (a) broker CPU us/message | (b) p50 ms | (b) p99 ms | lost / reordered |")
+print("| setup | (a) deliveries/s | (a) p99 ms | (a) CPU us/delivery (servers + broker) | (c) broker CPU us/message | (b) p50 ms | (b) p99 ms | lost / reordered |")
 print("|---|---|---|---|---|---|---|---|")
-base = {}
+base = {"rate": None, "b99": None}
 for mode in [m for m in names if rows.get((m, "a"))]:
     a_rate = med(mode, "a", lambda o: o["deliveries_per_sec"])
     a_p99 = med(mode, "a", lambda o: o["lat_ms"]["p99"])
     a_cpu = med(mode, "a", lambda o: o["server_cpu_us_per_delivery"])
     b_p50 = med(mode, "b", lambda o: o["lat_ms"]["p50"])
     b_p99 = med(mode, "b", lambda o: o["lat_ms"]["p99"])
-    broker = med(mode, "a", lambda o: o.get("broker_cpu_us_per_message"))
+    broker = med(mode, "c", lambda o: o.get("broker_cpu_us_per_message"))
     if mode == "local":
         base = {"rate": a_rate, "b99": b_p99}
-    lost = sum(o.get("lost", 0) for s in "ab" for o in rows.get((mode, s), []))
-    reordered = sum(o.get("reordered", 0) for s in "ab" for o in rows.get((mode, s), []))
+    lost = sum(o.get("lost", 0) for s in "abc" for o in rows.get((mode, s), []))
+    reordered = sum(o.get("reordered", 0) for s in "abc" for o in rows.get((mode, s), []))
     def r(v, b):
         return f" ({v / b:.2f}x)" if v and b and mode != "local" else ""
     fmt = lambda v, f: "n/a" if v is None else f.format(v)

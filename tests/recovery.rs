@@ -64,6 +64,18 @@ async fn plain(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<
     Ok(())
 }
 
+/// Joins `room` without a position, whether or not the broker can be reached (the member is
+/// local at once); says `{"subscribed": ..}`.
+#[ws_route("/late/{room}")]
+async fn late(mut ws: WebSocket, room: String, channels: ChannelBox) -> Result<(), WsError> {
+    ws.accept().await?;
+    let joined = channels.add_channel_to_group(&ws.channel(), &room).await;
+    ws.send_json(&json!({ "subscribed": joined.is_ok() }))
+        .await?;
+    while ws.receive().await?.is_some() {}
+    Ok(())
+}
+
 fn app(entries: usize) -> App {
     App::builder()
         .only_module(module_path!())
@@ -588,10 +600,6 @@ mod cluster {
     /// The same on NATS: the group's stream is a JetStream stream.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_recovers_on_the_other_server_of_the_cluster_on_nats() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("async_nats=debug,switchboard=debug")
-            .with_test_writer()
-            .try_init();
         let Some(nats) = NatsServer::start().await else {
             return;
         };
@@ -776,9 +784,14 @@ mod cluster {
             until_joined(&mut client).await;
             members.push(client);
         }
+        // Senders on both servers: two connections to the broker publish at once.
         let mut senders = Vec::new();
         for sender in 0..10u64 {
-            let app = a.clone();
+            let app = if sender % 2 == 0 {
+                a.clone()
+            } else {
+                b.clone()
+            };
             senders.push(tokio::spawn(async move {
                 for seq in 0..200u64 {
                     let report = app
@@ -856,5 +869,47 @@ mod cluster {
                 .timeout(Duration::from_millis(500))
         };
         a_burst_reaches_every_live_member(|| node_keeping(broker(), 100)).await;
+    }
+
+    /// A member that joined a recoverable group while NATS was unreachable is local at once;
+    /// once NATS is back its server follows the group's stream, so messages sent on the other
+    /// server reach it, with their positions.
+    #[tokio::test]
+    async fn a_recoverable_group_joined_while_nats_was_down_is_followed_once_it_is_back() {
+        let Some(mut nats) = NatsServer::start().await else {
+            return;
+        };
+        let (a, b) = (nats_node(&nats.url()), nats_node(&nats.url()));
+        let (server_a, server_b) = (
+            TestServer::start(a.clone()).await,
+            TestServer::start(b.clone()).await,
+        );
+        let mut on_b = server_b.connect("/rec/room-late").await;
+        until_joined(&mut on_b).await;
+        nats.kill();
+        switchboard_tests::eventually("a sees NATS down", || a.readiness().is_err()).await;
+        let mut on_a = server_a.connect("/late/room-late").await;
+        assert_eq!(on_a.recv_json::<Value>().await["subscribed"], false);
+        nats.resume().await;
+        switchboard_tests::eventually("a is back", || a.readiness().is_ok()).await;
+        switchboard_tests::eventually("b is back", || b.readiness().is_ok()).await;
+        let report = b
+            .channels()
+            .group_send("room-late", &json!({ "n": 1 }))
+            .await
+            .unwrap();
+        assert_eq!(report.published, Some(true), "{report:?}");
+        for member in [&mut on_b, &mut on_a] {
+            match next(member).await {
+                Got::Message { offset, data, .. } => {
+                    assert_eq!(data["n"], 1);
+                    assert!(offset >= 1);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        drop((on_a, on_b));
+        server_a.shutdown().await;
+        server_b.shutdown().await;
     }
 }

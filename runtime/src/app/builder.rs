@@ -606,7 +606,8 @@ impl Builder {
 
     /// Takes the broker from the environment when [`build`](Self::build) runs: the broker
     /// `SWITCHBOARD_BROKER_URL` names when that variable is set and not empty (its scheme picks
-    /// it: `redis://`, `rediss://` or `redis+unix://` for Redis, `nats://` or `tls://`, or a
+    /// it: `redis://`, `rediss://` or `redis+unix://` for Redis, `redis+cluster://` (or
+    /// `redis://` URLs separated by commas) for a Redis Cluster, `nats://` or `tls://`, or a
     /// list of NATS servers separated by commas, for NATS), or the Redis at
     /// `SWITCHBOARD_REDIS_URL` (both set is an error); else what [`broker`](Self::broker)
     /// chose, else [`Local`]. A URL for a broker whose feature (`redis`, `nats`) this build

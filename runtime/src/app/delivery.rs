@@ -49,6 +49,10 @@ impl Deliver for AppInner {
         self.groups.has_group(group)
     }
 
+    fn is_recoverable(&self, group: &str) -> bool {
+        self.groups.is_recoverable(group)
+    }
+
     fn local_members(&self) -> Vec<(String, Vec<ConnectionId>)> {
         self.groups.member_ids()
     }

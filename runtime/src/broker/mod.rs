@@ -189,6 +189,8 @@ pub(crate) trait Deliver: Send + Sync {
     fn deliver_presence(&self, group: &str, payload: &[u8]) -> bool;
     /// Whether `group` has members on this server.
     fn has_group(&self, group: &str) -> bool;
+    /// Whether `group` is recoverable (its messages carry positions).
+    fn is_recoverable(&self, group: &str) -> bool;
     /// The groups with members on this server, with their members.
     fn local_members(&self) -> Vec<(String, Vec<ConnectionId>)>;
     /// The presence groups with members on this server, with their roster entries.
@@ -272,6 +274,14 @@ impl Inbox {
     /// Whether `group` has members on this server.
     pub fn has_group(&self, group: &str) -> bool {
         self.app.upgrade().is_some_and(|app| app.has_group(group))
+    }
+
+    /// Whether `group` is recoverable: its messages carry positions (for a broker that keeps
+    /// the streams, and subscribes to a recoverable group's stream apart from its messages).
+    pub fn is_recoverable(&self, group: &str) -> bool {
+        self.app
+            .upgrade()
+            .is_some_and(|app| app.is_recoverable(group))
     }
 
     /// The presence groups with members on this server, with their roster entries (for a

@@ -25,7 +25,8 @@
 //!   with members subscribes: every server (the sender's too) delivers in the stream's order,
 //!   and live delivery never waits for (or depends on) the stored history.
 //! - Faults: core NATS delivers at most once. While NATS is unreachable local delivery goes
-//!   on, publishes fail at once (counted, and reported in `SendReport`), the client reconnects
+//!   on (not for a recoverable group: its messages reach every member through the stream),
+//!   publishes fail at once (counted, and reported in `SendReport`), the client reconnects
 //!   with backoff and resubscribes, and the broker emits [`CLUSTER_DOWN`](super::CLUSTER_DOWN)
 //!   / [`CLUSTER_UP`](super::CLUSTER_UP). Unlike a Redis `PUBLISH`, a NATS publish has no
 //!   answer: a message written in the instant before the connection broke is lost without
@@ -183,6 +184,9 @@ struct Shared {
     streams: Mutex<BTreeSet<String>>,
     /// The epochs of the recoverable groups' streams this server reads.
     epochs: Mutex<HashMap<String, String>>,
+    /// The bounds of the recoverable groups' streams (the app's history limits), once known:
+    /// for the groups subscribed again after an outage.
+    stream_limits: Mutex<Option<StreamLimits>>,
     counters: Counters,
 }
 
@@ -275,6 +279,7 @@ impl Nats {
                 remote_presence: Mutex::new(HashMap::new()),
                 streams: Mutex::new(BTreeSet::new()),
                 epochs: Mutex::new(HashMap::new()),
+                stream_limits: Mutex::new(None),
                 counters: Counters::default(),
             }),
         })
@@ -575,6 +580,7 @@ impl Broker for Nats {
         Box::pin(async move {
             let shared = &self.shared;
             shared.start();
+            *lock(&shared.stream_limits) = Some(limits);
             let what = "cannot append to the group's stream";
             shared.check_up(what)?;
             if let Err(e) = streams::ensure(shared, group, limits).await {
@@ -766,6 +772,9 @@ impl Shared {
         stream: Option<StreamLimits>,
     ) -> Result<(), Error> {
         self.start();
+        if let Some(limits) = stream {
+            *lock(&self.stream_limits) = Some(limits);
+        }
         let what = "cannot subscribe to the group";
         self.check_up(what)?;
         let (done, confirmed) = oneshot::channel();

@@ -14,13 +14,14 @@ use crate::broker::envelope::{Kind, decode};
 use crate::broker::{StreamLimits, StreamRead};
 
 /// The group's stream, made (or brought to these settings) unless this server did so before.
+/// (Not refused while the broker says it is down: the resubscription after an outage runs
+/// before it says it is up again.)
 async fn stream(
     shared: &Shared,
     group: &str,
     limits: StreamLimits,
 ) -> Result<stream::Stream, Error> {
     let what = "cannot open the group's stream";
-    shared.check_up(what)?;
     let jetstream = shared
         .jetstream
         .get()
@@ -84,26 +85,30 @@ pub(super) async fn epoch_of(
     Ok((epoch, last))
 }
 
-/// One stored message of the group's stream (the envelope as published), or `None` when the
-/// stream no longer holds it.
-pub(super) async fn message(
+/// The stored messages of the group's stream in `range` (the envelopes as published) that
+/// it still holds.
+pub(super) async fn messages(
     shared: &Shared,
     group: &str,
-    sequence: u64,
+    range: std::ops::Range<u64>,
     limits: StreamLimits,
-) -> Result<Option<Bytes>, Error> {
-    let stream = stream(shared, group, limits).await?;
-    match shared
-        .timed(
-            "cannot read the group's stream",
-            stream.get_raw_message(sequence),
-        )
-        .await
-    {
-        Ok(message) => Ok(Some(message.payload)),
-        Err(e) if e.to_string().contains("no message found") => Ok(None),
-        Err(e) => Err(e),
+) -> Result<Vec<(u64, Bytes)>, Error> {
+    let what = "cannot read the group's stream";
+    let mut stream = stream(shared, group, limits).await?;
+    let first = shared
+        .timed(what, stream.info())
+        .await?
+        .state
+        .first_sequence;
+    let mut found = Vec::new();
+    for sequence in range.start.max(first)..range.end {
+        match shared.timed(what, stream.get_raw_message(sequence)).await {
+            Ok(message) => found.push((sequence, message.payload)),
+            Err(e) if e.to_string().contains("no message found") => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(found)
 }
 
 /// Reads the group's stream after `after` (`u64::MAX`: no entries, only where it stands).
@@ -114,6 +119,7 @@ pub(super) async fn read(
     limits: StreamLimits,
 ) -> Result<StreamRead, Error> {
     let what = "cannot read the group's stream";
+    shared.check_up(what)?;
     let mut stream = stream(shared, group, limits).await?;
     let info = shared.timed(what, stream.info()).await?.clone();
     lock(&shared.epochs).insert(group.to_owned(), epoch(&info));

@@ -1,5 +1,5 @@
 //! The subscriptions task: one NATS subscription per group with members here (and, for a
-//! recoverable group, an ordered consumer of its stream), each read by a task of its own,
+//! recoverable group, a second one to what its stream republishes), each read by a task of its own,
 //! made and dropped in the order they were asked for.
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +39,24 @@ pub(super) async fn run(
     mut control: UnboundedReceiver<Control>,
 ) {
     let mut groups: HashMap<String, Subscription> = HashMap::new();
-    while let Some(request) = control.recv().await {
+    // After a resubscription that could not do everything (JetStream may need a moment after
+    // a restart), it is tried again every timeout until it can.
+    let mut repair = tokio::time::interval(shared.config().timeout.max(Duration::from_millis(50)));
+    repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut incomplete = false;
+    loop {
+        let request = tokio::select! {
+            request = control.recv() => match request {
+                Some(request) => request,
+                None => return,
+            },
+            _ = repair.tick(), if incomplete => {
+                if shared.state.load(Ordering::Acquire) == super::UP {
+                    incomplete = !resubscribe(&shared, &inbox, &mut groups).await;
+                }
+                continue;
+            }
+        };
         match request {
             Control::Subscribe {
                 group,
@@ -57,17 +74,34 @@ pub(super) async fn run(
                 }
             }
             Control::Resubscribe(done) => {
-                for (group, _) in inbox.local_members() {
-                    if !groups.contains_key(&group)
-                        && let Err(e) = subscribe(&shared, &inbox, &mut groups, &group, None).await
-                    {
-                        tracing::warn!(group, "cannot subscribe to the group again: {e}");
-                    }
-                }
+                incomplete = !resubscribe(&shared, &inbox, &mut groups).await;
                 let _ = done.send(groups.len());
             }
         }
     }
+}
+
+/// Subscribes the groups with members here that this server is not subscribed to (those
+/// joined while NATS was unreachable), a recoverable one to its stream too. Whether it did
+/// them all.
+async fn resubscribe(
+    shared: &Arc<Shared>,
+    inbox: &Inbox,
+    groups: &mut HashMap<String, Subscription>,
+) -> bool {
+    let limits = *lock(&shared.stream_limits);
+    let mut complete = true;
+    for (group, _) in inbox.local_members() {
+        let stream = limits.filter(|_| inbox.is_recoverable(&group));
+        let missing = groups
+            .get(&group)
+            .is_none_or(|entry| stream.is_some() && entry.stream.is_none());
+        if missing && let Err(e) = subscribe(shared, inbox, groups, &group, stream).await {
+            tracing::warn!(group, "cannot subscribe to the group again: {e}");
+            complete = false;
+        }
+    }
+    complete
 }
 
 /// Subscribes to `group` unless it is already, and to its stream (given limits) unless it
@@ -213,15 +247,15 @@ async fn read_stream(
             () = sleep_until(deadline) => {
                 // The ones before the first waiting message did not come: read them.
                 let first = waiting.keys().next().copied().unwrap_or(next);
-                for sequence in next..first {
-                    match super::streams::message(&shared, &group, sequence, limits).await {
-                        Ok(Some(payload)) => {
-                            waiting.insert(sequence, payload);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(group, sequence, "a message of the group's stream is missing here: {e}");
-                        }
+                match super::streams::messages(&shared, &group, next..first, limits).await {
+                    Ok(found) => waiting.extend(found),
+                    Err(e) => {
+                        tracing::warn!(
+                            group,
+                            next,
+                            first,
+                            "messages of the group's stream are missing here: {e}"
+                        );
                     }
                 }
                 // What is still missing is skipped (its members see the gap in the offsets).

@@ -129,7 +129,8 @@ fn command_slot(cmd: &redis::Cmd) -> Option<u16> {
     });
     let name = args.next()?.to_ascii_uppercase();
     match name.as_slice() {
-        b"PUBLISH" | b"PING" | b"SCAN" | b"CLUSTER" => None,
+        // (The redis crate routes a classic `PUBLISH` by its channel's slot too.)
+        b"PING" | b"SCAN" | b"CLUSTER" => None,
         b"EVAL" | b"EVALSHA" => {
             let _script = args.next()?;
             let keys = args.next()?;
@@ -704,13 +705,29 @@ impl Shared {
         pushes: Option<tokio::sync::mpsc::UnboundedSender<PushInfo>>,
     ) -> redis::RedisResult<redis::cluster::ClusterClient> {
         let config = self.config();
-        let nodes = lock(&self.connect).cluster.clone().unwrap_or_default();
+        let (nodes, root_ca, client_cert) = {
+            let connect = lock(&self.connect);
+            (
+                connect.cluster.clone().unwrap_or_default(),
+                connect.root_ca.clone(),
+                connect.client_cert.clone(),
+            )
+        };
         let mut builder = ClusterClientBuilder::new(nodes)
             .connection_timeout(config.timeout)
             .response_timeout(config.timeout)
             .retries(1)
             .min_retry_wait(u64::try_from(config.backoff_min.as_millis()).unwrap_or(100))
             .max_retry_wait(u64::try_from(config.backoff_max.as_millis()).unwrap_or(5000));
+        if root_ca.is_some() || client_cert.is_some() {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: client_cert.map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+                root_cert: root_ca,
+            });
+        }
         if let Some(pushes) = pushes {
             builder = builder
                 .use_protocol(redis::ProtocolVersion::RESP3)
@@ -777,8 +794,9 @@ mod tests {
         assert_eq!(command_slot(&zadd), Some(slot(b"room")));
         assert_eq!(
             command_slot(redis::cmd("PUBLISH").arg("p:events").arg("x")),
-            None
+            Some(slot(b"p:events"))
         );
+        assert_eq!(command_slot(&redis::cmd("PING")), None);
         let mut spublish = redis::cmd("SPUBLISH");
         spublish.arg("p:g:{room}").arg("x");
         assert_eq!(command_slot(&spublish), Some(slot(b"room")));
