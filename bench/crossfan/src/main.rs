@@ -39,8 +39,8 @@ struct Args {
     size: usize,
     timeout: f64,
     server_pids: Vec<u32>,
-    /// The broker's process (also counted with the servers).
-    broker_pid: Option<u32>,
+    /// The broker's processes (also counted with the servers): several for a Redis Cluster.
+    broker_pids: Vec<u32>,
     label: String,
 }
 
@@ -54,7 +54,7 @@ fn parse_args() -> Result<Args, String> {
         size: 64,
         timeout: 60.0,
         server_pids: Vec::new(),
-        broker_pid: None,
+        broker_pids: Vec::new(),
         label: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -73,7 +73,7 @@ fn parse_args() -> Result<Args, String> {
             "--broker-pid" => {
                 let pid = number(value()?)? as u32;
                 args.server_pids.push(pid);
-                args.broker_pid = Some(pid);
+                args.broker_pids.push(pid);
             }
             "--label" => args.label = value()?,
             "-h" | "--help" => return Err(include_str!("main.rs").lines().take(12).collect::<Vec<_>>().join("\n")),
@@ -241,7 +241,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     }
 
     let cpu_before: Vec<f64> = args.server_pids.iter().map(|&p| cpu_seconds(p)).collect();
-    let broker_before = args.broker_pid.map(cpu_seconds);
+    let broker_cpu = || args.broker_pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    let broker_before = broker_cpu();
     let first_send = now_ns();
     let pad = "x".repeat(args.size);
     let messages = args.messages;
@@ -289,7 +290,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         }
     };
     let cpu_after: Vec<f64> = args.server_pids.iter().map(|&p| cpu_seconds(p)).collect();
-    let broker_cpu = args.broker_pid.map(cpu_seconds).zip(broker_before).map(|(b, a)| b - a);
+    let broker_cpu = (!args.broker_pids.is_empty()).then(|| broker_cpu() - broker_before);
     let _ = stop_tx.send(true);
     let mut send_errors = Vec::new();
     let mut keep = Vec::new();
