@@ -135,17 +135,21 @@ pub(super) async fn answer(shared: &Shared, inbox: &Inbox, message: async_nats::
         .max_payload
         .saturating_sub(1024)
         .max(4096);
-    let json = local(inbox, &query, budget);
-    let _ = client.publish(reply, Bytes::from(json)).await;
+    // The answer names its server (16 bytes), then the JSON.
+    let mut answer = shared.node.as_bytes().to_vec();
+    answer.extend(local(inbox, &query, budget));
+    let _ = client.publish(reply, Bytes::from(answer)).await;
 }
 
-/// Asks every other live server, and returns their answers (JSON), as many as came within
-/// the timeout.
+/// Asks every other live server, and returns their answers (JSON): one per server, until
+/// every server heard from within the TTL answered or the timeout passed (a server heard of
+/// just now counts too, but does not stand in for one that has not answered).
 async fn ask(shared: &Shared, query: &Query) -> Result<Vec<Bytes>, Error> {
     let what = "cannot ask the other servers";
     shared.check_up(what)?;
-    let expected = shared.live_peers().len();
-    if expected == 0 {
+    let mut expected: std::collections::HashSet<uuid::Uuid> =
+        shared.live_peers().into_iter().collect();
+    if expected.is_empty() {
         return Ok(Vec::new());
     }
     let client = shared.client(what)?;
@@ -159,10 +163,20 @@ async fn ask(shared: &Shared, query: &Query) -> Result<Vec<Bytes>, Error> {
         )
         .await?;
     let deadline = tokio::time::Instant::now() + shared.config().timeout;
-    let mut got = Vec::with_capacity(expected);
-    while got.len() < expected {
+    let mut got = Vec::with_capacity(expected.len());
+    let mut answered = std::collections::HashSet::new();
+    while !expected.is_empty() {
         match tokio::time::timeout_at(deadline, answers.next()).await {
-            Ok(Some(message)) => got.push(message.payload),
+            Ok(Some(message)) => {
+                let Some((node, json)) = message.payload.split_first_chunk::<16>() else {
+                    continue;
+                };
+                let node = uuid::Uuid::from_bytes(*node);
+                expected.remove(&node);
+                if answered.insert(node) {
+                    got.push(message.payload.slice(16..16 + json.len()));
+                }
+            }
             // A server that died since its last heartbeat does not answer.
             Ok(None) | Err(_) => break,
         }
