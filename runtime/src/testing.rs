@@ -54,13 +54,15 @@ mod nats_server;
 mod redis_cluster;
 #[cfg(unix)]
 mod redis_server;
+mod servers;
 pub use internals::Internals;
 #[cfg(unix)]
 pub use nats_server::NatsServer;
 #[cfg(unix)]
 pub use redis_cluster::RedisCluster;
 #[cfg(unix)]
-pub use redis_server::{RedisServer, RedisServerOptions, in_ci};
+pub use redis_server::{RedisServer, RedisServerOptions};
+pub use servers::in_ci;
 
 /// How long a helper waits for something before it panics.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,6 +19,8 @@ use crate::channel::{Member, PresencePage, PresenceStats};
 use crate::conn::ConnectionId;
 
 #[cfg(any(feature = "redis", feature = "nats"))]
+mod counters;
+#[cfg(any(feature = "redis", feature = "nats"))]
 mod envelope;
 #[cfg(feature = "nats")]
 mod nats;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncReadExt;
 
 use super::TIMEOUT;
-use super::redis_server::in_ci;
 
 const INSTALL: &str = "install it (Debian or Ubuntu: `sudo apt-get install nats-server`; \
                        macOS: `brew install nats-server`)";
@@ -24,31 +23,16 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-fn announce_skip() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped the tests that need nats-server: it is not on the PATH; {INSTALL} to run them"
-        );
-    });
-}
-
 impl NatsServer {
     /// Starts one and waits until it greets a client.
     ///
     /// Returns `None` when `nats-server` is not installed (the test should return: it is
     /// skipped), after one line on standard error per test binary that says so and how to
-    /// install it. In CI (see [`in_ci`]) a missing `nats-server` panics instead. Panics when
+    /// install it. In CI (see [`in_ci`](super::in_ci)) a missing `nats-server` panics instead. Panics when
     /// it does not start.
     pub async fn start() -> Option<NatsServer> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        if !installed() {
-            if in_ci() {
-                panic!("CI is set and this test needs `nats-server` on the PATH: {INSTALL}");
-            }
-            announce_skip();
+        if !super::servers::available(&["nats-server"], INSTALL) {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(
@@ -127,15 +111,6 @@ impl Drop for NatsServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn installed() -> bool {
-    Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 /// Whether a server on `port` sends its `INFO` greeting.

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::TIMEOUT;
-use super::redis_server::in_ci;
 
 const INSTALL: &str = "install them (Debian or Ubuntu: `sudo apt-get install redis-server`, \
                        which brings redis-cli; macOS: `brew install redis`)";
@@ -25,28 +24,6 @@ pub struct RedisCluster {
     dir: PathBuf,
     ports: Vec<u16>,
     children: Vec<Option<Child>>,
-}
-
-fn announce_skip() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped the tests that need a Redis Cluster: redis-server or redis-cli is not on the PATH; {INSTALL} to run them"
-        );
-    });
-}
-
-fn installed() -> bool {
-    ["redis-server", "redis-cli"].iter().all(|binary| {
-        Command::new(binary)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    })
 }
 
 /// A port that is free, and whose cluster bus port (10000 higher) is free too.
@@ -82,11 +59,7 @@ impl RedisCluster {
     /// missing binary panics instead.
     pub async fn start() -> Option<RedisCluster> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        if !installed() {
-            if in_ci() {
-                panic!("CI is set and this test needs `redis-server` and `redis-cli`: {INSTALL}");
-            }
-            announce_skip();
+        if !super::servers::available(&["redis-server", "redis-cli"], INSTALL) {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(

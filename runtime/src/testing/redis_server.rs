@@ -12,12 +12,6 @@ use super::TIMEOUT;
 const INSTALL: &str = "install it (Debian or Ubuntu: `sudo apt-get install redis-server`; \
                        macOS: `brew install redis`)";
 
-/// Whether this runs in CI (`CI` set, and not `false` or `0`): there a missing server binary
-/// fails the tests that need it instead of skipping them.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// A `redis-server` process of a test's own, listening on a Unix socket (`--port 0`: no plain
 /// TCP), without persistence; with [`RedisServer::options`], also TLS on a free loopback port,
 /// a password and ACL users. Stopped (and its folder removed) when dropped.
@@ -66,25 +60,12 @@ impl RedisServerOptions {
     }
 }
 
-/// Says once per test binary that the tests needing `redis-server` are skipped (written to the
-/// process's standard error directly: the test harness shows it even for passing tests).
-fn announce_skip() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped the tests that need redis-server: it is not on the PATH; {INSTALL} to run them"
-        );
-    });
-}
-
 impl RedisServer {
     /// Starts one and waits until it answers `PING`.
     ///
     /// Returns `None` when `redis-server` is not installed (the test should return: it is
     /// skipped), after one line on standard error per test binary that says so and how to
-    /// install it. In CI (see [`in_ci`]) a missing `redis-server` panics instead. Panics
+    /// install it. In CI (see [`in_ci`](super::in_ci)) a missing `redis-server` panics instead. Panics
     /// when it does not start.
     pub async fn start() -> Option<RedisServer> {
         Self::start_with(RedisServerOptions::default()).await
@@ -97,11 +78,7 @@ impl RedisServer {
 
     async fn start_with(options: RedisServerOptions) -> Option<RedisServer> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        if !installed() {
-            if in_ci() {
-                panic!("CI is set and this test needs `redis-server` on the PATH: {INSTALL}");
-            }
-            announce_skip();
+        if !super::servers::available(&["redis-server"], INSTALL) {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(
@@ -216,15 +193,6 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free loopback port")
         .port()
-}
-
-fn installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 async fn ping(socket: &Path) -> bool {

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{Control, DOWN, PUBLISH_QUEUE, Publication, Shared, UP, lock};
-use crate::broker::envelope::{Dispatched, Kind, decode, dispatch};
+use crate::broker::envelope::{Kind, decode, dispatch};
 use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 use crate::channel::Member;
 
@@ -340,29 +340,16 @@ async fn heard(shared: &Shared, payload: &[u8]) {
 /// One message from NATS (on a group's subject when `group` is given): presence changes are
 /// remembered per server, then everything is handed to the app.
 pub(super) fn handle(shared: &Shared, inbox: &Inbox, group: Option<&str>, payload: &[u8]) {
-    let counters = &shared.counters;
     if let (Some(group), Ok(envelope)) = (group, decode(payload))
         && matches!(envelope.kind, Kind::Presence)
         && envelope.node != shared.node
     {
         remember_presence(shared, envelope.node, group, envelope.payload);
     }
-    match dispatch(inbox, shared.node, group, payload) {
-        Dispatched::Delivered => {
-            counters.received.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::Own => {
-            counters.own_skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::EventDropped => {
-            counters.received.fetch_add(1, Ordering::Relaxed);
-            counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::Malformed(why) => {
-            counters.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("dropped a cluster message: {why}");
-        }
-    }
+    let dispatched = dispatch(inbox, shared.node, group, payload);
+    shared
+        .counters
+        .count(dispatched, group.unwrap_or("(direct or event)"));
 }
 
 /// Keeps another server's presence members of `group`, to announce them as leaves should

@@ -38,7 +38,7 @@ mod streams;
 mod subscriptions;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::counters::Counters;
 use super::envelope::{Envelope, Kind};
 use super::secret::{Secrets, redact};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing, StreamLimits, StreamRead};
@@ -114,17 +115,6 @@ pub struct NatsMetrics {
     pub events_dropped: u64,
     /// Times the connection was lost.
     pub outages: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    published: AtomicU64,
-    publish_failures: AtomicU64,
-    received: AtomicU64,
-    own_skipped: AtomicU64,
-    malformed: AtomicU64,
-    events_dropped: AtomicU64,
-    outages: AtomicU64,
 }
 
 /// A request to the subscriptions task, applied in order.

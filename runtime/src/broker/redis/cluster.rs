@@ -31,7 +31,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::{Control, DOWN, Shared, UP, lock};
 use crate::Error;
-use crate::broker::envelope::{Dispatched, dispatch};
+use crate::broker::envelope::dispatch;
 use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 
 /// Slots in a Redis Cluster.
@@ -521,11 +521,8 @@ async fn on_push(
                 return;
             };
             let group = shared.group_of_channel(&name);
-            count(
-                shared,
-                dispatch(inbox, shared.node, group.as_deref(), payload),
-                &name,
-            );
+            let dispatched = dispatch(inbox, shared.node, group.as_deref(), payload);
+            shared.counters.count(dispatched, &name);
         }
         PushKind::SUnsubscribe => {
             let Some(group) =
@@ -546,26 +543,6 @@ async fn on_push(
             }
         }
         _ => {}
-    }
-}
-
-fn count(shared: &Shared, dispatched: Dispatched, channel: &str) {
-    let counters = &shared.counters;
-    match dispatched {
-        Dispatched::Delivered => {
-            counters.received.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::Own => {
-            counters.own_skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::EventDropped => {
-            counters.received.fetch_add(1, Ordering::Relaxed);
-            counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::Malformed(why) => {
-            counters.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel, "dropped a cluster message: {why}");
-        }
     }
 }
 

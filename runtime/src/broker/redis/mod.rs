@@ -24,7 +24,7 @@ mod publisher;
 mod subscriber;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use uuid::Uuid;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::counters::Counters;
 use super::envelope::{Envelope, Kind};
 use super::secret::{Secrets, redact};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing};
@@ -102,17 +103,6 @@ pub struct RedisMetrics {
     pub events_dropped: u64,
     /// Times the connection was lost.
     pub outages: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    published: AtomicU64,
-    publish_failures: AtomicU64,
-    received: AtomicU64,
-    own_skipped: AtomicU64,
-    malformed: AtomicU64,
-    events_dropped: AtomicU64,
-    outages: AtomicU64,
 }
 
 /// A request to the subscriber task.

@@ -10,7 +10,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Control, DOWN, Shared, UP, lock};
-use crate::broker::envelope::{Dispatched, dispatch};
+use crate::broker::envelope::dispatch;
 use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 
 /// Channels per `SUBSCRIBE` command when many are (re)subscribed at once.
@@ -278,29 +278,8 @@ async fn subscribe(
 
 /// One message from Redis: skip this server's own, hand the others to the app.
 fn handle(shared: &Shared, inbox: &Inbox, group_prefix: &str, message: &redis::Msg) {
-    let counters = &shared.counters;
-    let group = message.get_channel_name().strip_prefix(group_prefix);
-    debug_assert!(
-        !shared.is_cluster(),
-        "a cluster's messages come through cluster.rs"
-    );
-    match dispatch(inbox, shared.node, group, message.get_payload_bytes()) {
-        Dispatched::Delivered => {
-            counters.received.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::Own => {
-            counters.own_skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::EventDropped => {
-            counters.received.fetch_add(1, Ordering::Relaxed);
-            counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        Dispatched::Malformed(why) => {
-            counters.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                channel = message.get_channel_name(),
-                "dropped a cluster message: {why}"
-            );
-        }
-    }
+    let channel = message.get_channel_name();
+    let group = channel.strip_prefix(group_prefix);
+    let dispatched = dispatch(inbox, shared.node, group, message.get_payload_bytes());
+    shared.counters.count(dispatched, channel);
 }
