@@ -19,7 +19,7 @@ use crate::channel::{Member, PresencePage, PresenceStats};
 use crate::conn::ConnectionId;
 
 #[cfg(any(feature = "redis", feature = "nats"))]
-mod counters;
+mod common;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod envelope;
 #[cfg(feature = "nats")]

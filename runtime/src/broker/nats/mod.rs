@@ -39,14 +39,14 @@ mod subscriptions;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::counters::Counters;
+use super::common::{Config, Counters, lock};
 use super::envelope::{Envelope, Kind};
 use super::secret::{Secrets, redact};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing, StreamLimits, StreamRead};
@@ -80,15 +80,6 @@ const PUBLISH_QUEUE: usize = 16 * 1024;
 pub struct Nats {
     config: Config,
     shared: Arc<Shared>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) prefix: String,
-    pub(crate) timeout: Duration,
-    pub(crate) backoff_min: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) membership_ttl: Duration,
 }
 
 /// What the broker has done so far (since it was created).
@@ -234,13 +225,7 @@ impl Nats {
         }
         let (control, control_rx) = mpsc::unbounded_channel();
         let (publications, publications_rx) = mpsc::channel(PUBLISH_QUEUE);
-        let config = Config {
-            prefix: "switchboard".to_owned(),
-            timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            membership_ttl: Duration::from_secs(30),
-        };
+        let config = Config::default();
         Ok(Nats {
             config: config.clone(),
             shared: Arc::new(Shared {
@@ -338,10 +323,6 @@ impl Nats {
             outages: c.outages.load(Ordering::Relaxed),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `text` as one subject token (and a valid stream name): ASCII letters, digits, `_` and `-`

@@ -25,7 +25,7 @@ mod subscriber;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +38,7 @@ use uuid::Uuid;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::counters::Counters;
+use super::common::{Config, Counters, lock};
 use super::envelope::{Envelope, Kind};
 use super::secret::{Secrets, redact};
 use super::{BoxFuture, Broker, ClusterAnswer, Inbox, Outgoing};
@@ -70,15 +70,6 @@ const DOWN: u8 = 2;
 pub struct Redis {
     config: Config,
     shared: Arc<Shared>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) prefix: String,
-    pub(crate) timeout: Duration,
-    pub(crate) backoff_min: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) membership_ttl: Duration,
 }
 
 /// What the broker has done so far (since it was created).
@@ -343,13 +334,7 @@ impl Redis {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (members, members_rx) = mpsc::unbounded_channel();
         let (publications, publications_rx) = mpsc::channel(PUBLISH_QUEUE);
-        let config = Config {
-            prefix: "switchboard".to_owned(),
-            timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            membership_ttl: Duration::from_secs(30),
-        };
+        let config = Config::default();
         Ok(Redis {
             config: config.clone(),
             shared: Arc::new(Shared {
@@ -618,10 +603,6 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Makes ring rustls's crypto provider for this process, unless one is already chosen (rustls
