@@ -912,4 +912,42 @@ mod cluster {
         server_a.shutdown().await;
         server_b.shutdown().await;
     }
+
+    /// What a server remembers of a recoverable group's stream goes when the group's last
+    /// member there leaves: 50 groups joined and left leave nothing behind, the group still
+    /// joined stays.
+    #[tokio::test]
+    async fn a_server_forgets_the_streams_of_groups_it_no_longer_has() {
+        let Some(nats) = NatsServer::start().await else {
+            return;
+        };
+        let broker = Nats::new(&nats.url())
+            .unwrap()
+            .prefix("forget")
+            .timeout(Duration::from_millis(500));
+        let app = node(broker.clone());
+        let server = TestServer::start(app.clone()).await;
+        let mut keep = server.connect("/rec/room-keep").await;
+        until_joined(&mut keep).await;
+        for n in 0..50 {
+            let mut client = server.connect(&format!("/rec/room-f{n}")).await;
+            until_joined(&mut client).await;
+            app.channels()
+                .group_send(&format!("room-f{n}"), &json!(n))
+                .await
+                .unwrap();
+            assert!(matches!(
+                next(&mut client).await,
+                Got::Message { offset: 1, .. }
+            ));
+            drop(client);
+        }
+        // Only the group that still has a member here is remembered.
+        switchboard_tests::eventually("the left groups' streams forgotten", || {
+            broker.metrics().streams == 1 && broker.subscribed_groups() == ["room-keep"]
+        })
+        .await;
+        drop(keep);
+        server.shutdown().await;
+    }
 }

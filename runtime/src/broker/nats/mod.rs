@@ -106,6 +106,9 @@ pub struct NatsMetrics {
     pub events_dropped: u64,
     /// Times the connection was lost.
     pub outages: u64,
+    /// Recoverable groups' streams this server remembers (made sure of, or read): bounded,
+    /// and forgotten when the group's last member here leaves.
+    pub streams: usize,
 }
 
 /// A request to the subscriptions task, applied in order.
@@ -321,6 +324,7 @@ impl Nats {
             malformed: c.malformed.load(Ordering::Relaxed),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
             outages: c.outages.load(Ordering::Relaxed),
+            streams: lock(&self.shared.streams).len(),
         }
     }
 }

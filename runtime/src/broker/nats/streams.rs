@@ -13,6 +13,9 @@ use crate::Error;
 use crate::broker::envelope::{Kind, decode};
 use crate::broker::{StreamLimits, StreamRead};
 
+/// The streams a server remembers having made sure of, at most.
+const KNOWN_STREAMS: usize = 100_000;
+
 /// The group's stream, made (or brought to these settings) unless this server did so before.
 /// (Not refused while the broker says it is down: the resubscription after an outage runs
 /// before it says it is up again.)
@@ -45,7 +48,13 @@ async fn stream(
         shared
             .timed(what, jetstream.create_or_update_stream(config))
             .await?;
-        lock(&shared.streams).insert(group.to_owned());
+        let mut known = lock(&shared.streams);
+        // A server that only sends to recoverable groups (no members: nothing is forgotten
+        // on unsubscribing) remembers at most this many; past it, each is made sure of again.
+        if known.len() >= KNOWN_STREAMS {
+            known.clear();
+        }
+        known.insert(group.to_owned());
     }
     shared.timed(what, jetstream.get_stream(name)).await
 }

@@ -71,6 +71,9 @@ pub(super) async fn run(
                 if !inbox.has_group(&group) {
                     groups.remove(&group);
                     lock(&shared.subscribed).remove(&group);
+                    // What this server remembered of the group's stream goes with it.
+                    lock(&shared.epochs).remove(&group);
+                    lock(&shared.streams).remove(&group);
                 }
             }
             Control::Resubscribe(done) => {
