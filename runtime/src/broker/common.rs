@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::envelope::Dispatched;
+use super::{CLUSTER_DOWN, CLUSTER_UP, ClusterDown, ClusterUp, Inbox};
 
 /// A cluster broker's settings (its builder sets them; read when the app is built).
 #[derive(Debug, Clone)]
@@ -72,4 +73,33 @@ impl Counters {
             }
         }
     }
+}
+
+/// Reports on the app's bus that the broker (or, with `shard`, one shard of a Redis Cluster)
+/// lost its connection: [`CLUSTER_DOWN`], its payload the typed [`ClusterDown`].
+pub(crate) fn report_down(inbox: &Inbox, node: uuid::Uuid, error: &str, shard: Option<&str>) {
+    let down = ClusterDown {
+        node,
+        error: error.to_owned(),
+        shard: shard.map(str::to_owned),
+    };
+    inbox.report(CLUSTER_DOWN, serde_json::to_value(down).unwrap_or_default());
+}
+
+/// Reports that the broker (or one shard) is back, after `down_ms` milliseconds, with
+/// `resubscribed` groups subscribed again: [`CLUSTER_UP`], its payload the typed [`ClusterUp`].
+pub(crate) fn report_up(
+    inbox: &Inbox,
+    node: uuid::Uuid,
+    down_ms: u128,
+    resubscribed: usize,
+    shard: Option<&str>,
+) {
+    let up = ClusterUp {
+        node,
+        down_ms: u64::try_from(down_ms).unwrap_or(u64::MAX),
+        resubscribed,
+        shard: shard.map(str::to_owned),
+    };
+    inbox.report(CLUSTER_UP, serde_json::to_value(up).unwrap_or_default());
 }

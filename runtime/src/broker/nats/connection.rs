@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{Control, DOWN, PUBLISH_QUEUE, Publication, Shared, UP, lock};
+use crate::broker::Inbox;
+use crate::broker::common::{report_down, report_up};
 use crate::broker::envelope::{Kind, decode, dispatch};
-use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 use crate::channel::Member;
 
 /// A heartbeat: the server is alive (`1`), or leaving (`0`), after its node id.
@@ -169,10 +170,7 @@ fn mark_down(shared: &Shared, inbox: &Inbox, error: &str, down_since: &mut Optio
         url = %shared.url,
         "NATS connection lost: groups reach this server's members only until it is back: {error}"
     );
-    inbox.report(
-        CLUSTER_DOWN,
-        serde_json::json!({ "node": shared.node, "error": error }),
-    );
+    report_down(inbox, shared.node, error, None);
 }
 
 /// The connection is made (again): subscribes the groups that joined while it was down (the
@@ -205,14 +203,7 @@ async fn connected(shared: &Arc<Shared>, inbox: &Inbox, down_since: &mut Option<
     if before == DOWN {
         let down_ms = down.map_or(0, |d| d.as_millis());
         tracing::warn!(url = %shared.url, down_ms, resubscribed, "NATS connection back");
-        inbox.report(
-            CLUSTER_UP,
-            serde_json::json!({
-                "node": shared.node,
-                "down_ms": down_ms,
-                "resubscribed": resubscribed,
-            }),
-        );
+        report_up(inbox, shared.node, down_ms, resubscribed, None);
     }
     // Down longer than the TTL: the others have announced this server's presence members as
     // gone. Announce them again.

@@ -31,8 +31,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::{Control, DOWN, Shared, UP, lock};
 use crate::Error;
+use crate::broker::Inbox;
+use crate::broker::common::{report_down, report_up};
 use crate::broker::envelope::dispatch;
-use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 
 /// Slots in a Redis Cluster.
 const SLOTS: u16 = 16384;
@@ -378,10 +379,7 @@ pub(super) async fn run(
                 url = %shared.url,
                 "Redis Cluster unreachable: groups reach this server's members only until it is back: {error}"
             );
-            inbox.report(
-                CLUSTER_DOWN,
-                serde_json::json!({ "node": shared.node, "error": error }),
-            );
+            report_down(&inbox, shared.node, &error, None);
         }
         while let Ok(request) = control.try_recv() {
             if let Control::Subscribe(_, done) = request {
@@ -427,10 +425,7 @@ async fn serve(
             .map_or(0, |since| since.elapsed().as_millis());
         let resubscribed = lock(&shared.subscribed).len();
         tracing::warn!(url = %shared.url, down_ms, resubscribed, "Redis Cluster connection back");
-        inbox.report(
-            CLUSTER_UP,
-            serde_json::json!({ "node": shared.node, "down_ms": down_ms, "resubscribed": resubscribed }),
-        );
+        report_up(inbox, shared.node, down_ms, resubscribed, None);
         shared.refresh_now.notify_one();
     }
     let mut tick = tokio::time::interval((timeout / 2).max(Duration::from_millis(20)));
@@ -632,13 +627,11 @@ async fn probe(
             groups = groups.len(),
             "a Redis shard is unreachable: its groups reach this server's members only until it is back: {error}"
         );
-        inbox.report(
-            CLUSTER_DOWN,
-            serde_json::json!({
-                "node": shared.node,
-                "error": format!("the Redis shard {shard} is unreachable: {error}"),
-                "shard": shard,
-            }),
+        report_down(
+            inbox,
+            shared.node,
+            &format!("the Redis shard {shard} is unreachable: {error}"),
+            Some(&shard),
         );
     }
     for (shard, since) in came_back {
@@ -651,15 +644,7 @@ async fn probe(
         }
         let down_ms = since.elapsed().as_millis();
         tracing::warn!(url = %shared.url, shard, down_ms, resubscribed, "a Redis shard is back");
-        inbox.report(
-            CLUSTER_UP,
-            serde_json::json!({
-                "node": shared.node,
-                "down_ms": down_ms,
-                "resubscribed": resubscribed,
-                "shard": shard,
-            }),
-        );
+        report_up(inbox, shared.node, down_ms, resubscribed, Some(&shard));
     }
     Ok(())
 }

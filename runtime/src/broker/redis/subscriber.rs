@@ -10,8 +10,9 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Control, DOWN, Shared, UP, lock};
+use crate::broker::Inbox;
+use crate::broker::common::{report_down, report_up};
 use crate::broker::envelope::dispatch;
-use crate::broker::{CLUSTER_DOWN, CLUSTER_UP, Inbox};
 
 /// Channels per `SUBSCRIBE` command when many are (re)subscribed at once.
 const CHUNK: usize = 512;
@@ -61,10 +62,7 @@ pub(super) async fn run(
                 url = %shared.url,
                 "Redis connection lost: groups reach this server's members only until it is back: {error}"
             );
-            inbox.report(
-                CLUSTER_DOWN,
-                serde_json::json!({ "node": shared.node, "error": error }),
-            );
+            report_down(&inbox, shared.node, &error, None);
         }
         // Whoever waits for this connection learns now that it is gone.
         while let Ok(request) = control.try_recv() {
@@ -121,7 +119,7 @@ async fn connection(
     }
     lock(&shared.subscribed).extend(missed);
     if was_down {
-        report_up(shared, inbox, down_since.take());
+        back_up(shared, inbox, down_since.take());
     }
     serve(shared, inbox, control, &mut sink, &mut stream).await
 }
@@ -148,18 +146,11 @@ async fn subscribe_channels(
 }
 
 /// The connection is back after an outage: says so, and has the membership rewritten.
-fn report_up(shared: &Shared, inbox: &Inbox, down_since: Option<Instant>) {
+fn back_up(shared: &Shared, inbox: &Inbox, down_since: Option<Instant>) {
     let down_ms = down_since.map_or(0, |since| since.elapsed().as_millis());
     let resubscribed = lock(&shared.subscribed).len();
     tracing::warn!(url = %shared.url, down_ms, resubscribed, "Redis connection back");
-    inbox.report(
-        CLUSTER_UP,
-        serde_json::json!({
-            "node": shared.node,
-            "down_ms": down_ms,
-            "resubscribed": resubscribed,
-        }),
-    );
+    report_up(inbox, shared.node, down_ms, resubscribed, None);
     shared.refresh_now.notify_one();
 }
 
