@@ -51,6 +51,35 @@ async fn headers(mut ws: WebSocket) -> Result<(), WsError> {
     Ok(())
 }
 
+/// `KIND LEN COUNT` (`KIND` `t` text, `b` binary): sends COUNT messages of LEN bytes each,
+/// message `k` byte `i` being [`pattern`]`(k, i)`.
+#[ws_route("/sizes")]
+async fn sizes(mut ws: WebSocket) -> Result<(), WsError> {
+    ws.accept().await?;
+    while let Some(request) = ws.receive_text().await? {
+        let fields: Vec<&str> = request.split(' ').collect();
+        let [kind, len, count] = fields.as_slice() else {
+            return Err(WsError::close(4400, "KIND LEN COUNT"));
+        };
+        let (Ok(len), Ok(count)) = (len.parse::<usize>(), count.parse::<usize>()) else {
+            return Err(WsError::close(4400, "LEN and COUNT are numbers"));
+        };
+        for k in 0..count {
+            let bytes: Vec<u8> = (0..len).map(|i| pattern(k, i)).collect();
+            if *kind == "b" {
+                ws.send_bytes(bytes).await?;
+            } else {
+                ws.send_text(String::from_utf8(bytes).unwrap()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pattern(k: usize, i: usize) -> u8 {
+    b'a' + ((k + i) % 26) as u8
+}
+
 fn builder() -> switchboard::Builder {
     App::builder()
         .only_module(module_path!())
@@ -271,6 +300,79 @@ async fn fragmented_messages_with_pings_between_their_fragments_arrive_whole() {
     assert_eq!(pongs, [b"between".to_vec(), b"again".to_vec()]);
     raw.send(&frame(CLOSE, &1000u16.to_be_bytes())).await;
     assert_eq!(raw.expect_close().await, 1000);
+    server.shutdown().await;
+}
+
+/// Checks that `frame` is message `k` of a `/sizes` request for `len` bytes of `opcode`.
+fn assert_sized(frame: &Received, opcode: u8, len: usize, k: usize) {
+    assert!(frame.fin, "a whole message per frame");
+    assert_eq!(frame.opcode, opcode, "the opcode of a {len}-byte message");
+    assert_eq!(frame.payload.len(), len, "the length of message {k}");
+    let expected: Vec<u8> = (0..len).map(|i| pattern(k, i)).collect();
+    assert!(
+        frame.payload == expected,
+        "message {k} of {len} bytes arrives intact"
+    );
+}
+
+#[tokio::test]
+async fn server_frames_carry_every_length_in_the_right_header_form() {
+    let server = server().await;
+    let mut raw = Raw::connect(server.addr(), "/sizes").await;
+    // Each side of the 7-bit, 16-bit and 64-bit length forms (RFC 6455 5.2).
+    for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+        for (kind, opcode) in [("t", TEXT), ("b", BINARY)] {
+            raw.send(&frame(TEXT, format!("{kind} {len} 2").as_bytes()))
+                .await;
+            for k in 0..2 {
+                let frame = raw.next().await.expect("a frame");
+                assert_sized(&frame, opcode, len, k);
+            }
+        }
+    }
+    raw.send(&frame(CLOSE, &1000u16.to_be_bytes())).await;
+    assert_eq!(raw.expect_close().await, 1000);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pongs_go_between_data_frames_never_inside_one_while_the_client_is_behind() {
+    let server = server().await;
+    let raw = Raw::connect(server.addr(), "/sizes").await;
+    let (mut read, mut write) = raw.tcp.into_split();
+    // 16 MiB the client does not read at first: the server's writes stop part-way through a
+    // frame, with the pongs of the pings below waiting behind it.
+    let (len, count) = (40_000, 420);
+    write
+        .write_all(&frame(TEXT, format!("t {len} {count}").as_bytes()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pings: Vec<Vec<u8>> = (0..10).map(|i| format!("ping {i}").into_bytes()).collect();
+    for ping in &pings {
+        write.write_all(&frame(PING, ping)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut pongs = Vec::new();
+    let mut k = 0;
+    while k < count || pongs.len() < pings.len() {
+        let frame = tokio::time::timeout(WAIT, read_frame(&mut read))
+            .await
+            .expect("frames in time")
+            .expect("the connection is open");
+        match frame.opcode {
+            PONG => pongs.push(frame.payload),
+            _ => {
+                assert_sized(&frame, TEXT, len, k);
+                k += 1;
+            }
+        }
+    }
+    // tungstenite answers two pings read before a flush with one pong (the later one).
+    assert!(!pongs.is_empty() && pongs.len() <= pings.len(), "{pongs:?}");
+    assert!(pongs.iter().all(|pong| pings.contains(pong)), "{pongs:?}");
+    assert_eq!(pongs.last(), pings.last(), "the last ping is answered");
+    drop(write);
     server.shutdown().await;
 }
 

@@ -7,6 +7,9 @@
 //! - `group_send_10`, `group_send_1000`: one `group_send` to a group of 10 (1000) members whose
 //!   writers run as in a served app (tungstenite framing into sockets that discard the bytes),
 //!   until every member has written the message;
+//! - `group_burst_100`: 50 `group_send`s to a group of 100 members back to back, then the
+//!   writers write them (each takes the whole burst from the ring and writes it at once, as
+//!   under load), counted per delivery in `bench/icount.sh` (5,000 per iteration);
 //! - `emit_1`: one `emit` to one listener that finishes without suspending.
 //!
 //! Run without arguments (as `cargo bench` does), it prints its usage and exits.
@@ -27,7 +30,7 @@ fn main() {
         .collect();
     let [workload, iterations] = args.as_slice() else {
         eprintln!(
-            "usage: icount group_send_10|group_send_1000|emit_1 ITERATIONS (bench/icount.sh runs it under callgrind)"
+            "usage: icount group_send_10|group_send_1000|group_burst_100|emit_1 ITERATIONS (bench/icount.sh runs it under callgrind)"
         );
         return;
     };
@@ -43,6 +46,7 @@ fn main() {
     match workload.as_str() {
         "group_send_10" => group_send(&runtime, &app, 10, iterations),
         "group_send_1000" => group_send(&runtime, &app, 1000, iterations),
+        "group_burst_100" => group_burst(&runtime, &app, 100, 50, iterations),
         "emit_1" => emit(&app, iterations),
         other => panic!("unknown workload `{other}`"),
     }
@@ -56,10 +60,7 @@ fn measured<R>(work: impl FnOnce() -> R) -> R {
 
 fn group_send(runtime: &tokio::runtime::Runtime, app: &App, members: usize, iterations: usize) {
     let conns = runtime.block_on(members_of(app, members));
-    let payload = json!({
-        "room": "r1",
-        "message": {"seq": 1, "sender": 0, "t": 1_234_567_890_u64, "pad": "x".repeat(64)}
-    });
+    let payload = message();
     // One send first, outside the count: the first frame allocates the writers' buffers.
     runtime.block_on(send_and_write(app, &conns, &payload));
     measured(|| {
@@ -70,6 +71,46 @@ fn group_send(runtime: &tokio::runtime::Runtime, app: &App, members: usize, iter
         })
     });
     black_box(conns);
+}
+
+/// `burst` group sends in a row before any writer runs (the runtime has one thread), then
+/// the writers write them.
+fn group_burst(
+    runtime: &tokio::runtime::Runtime,
+    app: &App,
+    members: usize,
+    burst: usize,
+    iterations: usize,
+) {
+    let conns = runtime.block_on(members_of(app, members));
+    let payload = message();
+    let send_burst = || async {
+        let before = conns[0].written();
+        for _ in 0..burst {
+            let report = app.channels().group_send("room", &payload).await.unwrap();
+            assert_eq!(report.delivered, members);
+        }
+        while conns.iter().any(|c| c.written() <= before) {
+            tokio::task::yield_now().await;
+        }
+    };
+    runtime.block_on(send_burst());
+    measured(|| {
+        runtime.block_on(async {
+            for _ in 0..iterations {
+                send_burst().await;
+            }
+        })
+    });
+    black_box(conns);
+}
+
+/// The harness's chat message: a room and a 64-byte padded message.
+fn message() -> serde_json::Value {
+    json!({
+        "room": "r1",
+        "message": {"seq": 1, "sender": 0, "t": 1_234_567_890_u64, "pad": "x".repeat(64)}
+    })
 }
 
 /// Sends once and waits until every member's writer has written the frame.

@@ -1,5 +1,5 @@
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::{Message as WireMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// An outgoing frame, encoded once and shared by reference count between every queue it is
 /// offered to.
@@ -27,12 +27,15 @@ impl Frame {
         }
     }
 
-    /// The wire message; `binary`: the channel's payload type is bytes.
-    pub(super) fn into_wire(self, binary: bool) -> WireMessage {
+    /// The frame's opcode (1 text, 2 binary) and payload on the wire; `binary`: the channel's
+    /// payload type is bytes.
+    pub(super) fn wire(&self, binary: bool) -> (u8, &[u8]) {
+        const TEXT: u8 = 1;
+        const BINARY: u8 = 2;
         match self {
-            Frame::Json(t) if binary => WireMessage::Binary(Bytes::from(t)),
-            Frame::Text(t) | Frame::Json(t) => WireMessage::Text(t),
-            Frame::Binary(b) => WireMessage::Binary(b),
+            Frame::Json(t) if binary => (BINARY, t.as_bytes()),
+            Frame::Text(t) | Frame::Json(t) => (TEXT, t.as_bytes()),
+            Frame::Binary(b) => (BINARY, b),
         }
     }
 }

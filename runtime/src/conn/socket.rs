@@ -59,9 +59,14 @@ pub(crate) enum Read {
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// The server end of `conn` over `io`, an upgraded connection.
     pub(crate) async fn server(io: S, config: WebSocketConfig, conn: Arc<Conn>) -> Arc<Self> {
-        let stream =
-            WebSocketStream::from_raw_socket(Tracked { io, conn }, Role::Server, Some(config))
-                .await;
+        let tracked = Tracked {
+            io,
+            conn,
+            out: Vec::new(),
+            written: 0,
+            peer_closed: false,
+        };
+        let stream = WebSocketStream::from_raw_socket(tracked, Role::Server, Some(config)).await;
         Arc::new(Socket(Mutex::new(stream)))
     }
 
@@ -80,14 +85,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         match Pin::new(&mut *stream).poll_next(cx) {
             Poll::Pending => Read::Pending,
             Poll::Ready(item) => {
-                if let Some(Ok(WireMessage::Ping(_))) = item {
-                    stream
-                        .get_ref()
-                        .conn
-                        .inbound
-                        .pongs
-                        .owed
-                        .fetch_add(1, Ordering::AcqRel);
+                match &item {
+                    Some(Ok(WireMessage::Ping(_))) => {
+                        let pongs = &stream.get_ref().conn.inbound.pongs;
+                        pongs.owed.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Some(Ok(WireMessage::Close(_))) | None => stream.get_mut().peer_closed = true,
+                    _ => {}
                 }
                 Read::Message(item)
             }
@@ -100,7 +104,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<WireMessage, WireError>>> {
-        Pin::new(&mut *self.lock()).poll_next(cx)
+        let mut stream = self.lock();
+        let item = ready!(Pin::new(&mut *stream).poll_next(cx));
+        if matches!(item, Some(Ok(WireMessage::Close(_))) | None) {
+            stream.get_mut().peer_closed = true;
+        }
+        Poll::Ready(item)
     }
 
     /// Reads and drops raw bytes (after a read error, tungstenite can no longer parse the
@@ -139,11 +148,78 @@ impl Conn {
     }
 }
 
-/// The transport under tungstenite: the connection, and the connection's state to tell when
-/// what is buffered for it has gone out.
+/// The transport under tungstenite: the connection, the connection's state to tell when what
+/// is buffered for it has gone out, and the writer's data frames.
+///
+/// The writer frames its data messages itself, straight into [`Tracked::out`] (a group's
+/// payload is copied once per member, after a header of two to ten bytes), and tungstenite
+/// writes only control frames: its pongs and close replies, the writer's pings and close frame.
+/// The two never interleave on the wire: the writer adds frames only once tungstenite has
+/// flushed everything it buffered ([`Tracked::frames`]), and everything tungstenite writes goes
+/// out after the frames already here (`poll_write` writes those first).
 pub(crate) struct Tracked<S> {
     io: S,
     conn: Arc<Conn>,
+    /// Data frames, header and payload, written by the writer and not yet to the transport.
+    out: Vec<u8>,
+    /// How much of `out` is written already.
+    written: usize,
+    /// tungstenite read the client's close (and answers it) or the end of the stream: no data
+    /// frame may follow.
+    peer_closed: bool,
+}
+
+/// Above this, `out`'s memory is given back once it is written out (a burst's buffer is not
+/// kept by a connection that then sits idle).
+const KEEP_OUT: usize = 64 * 1024;
+
+impl<S: AsyncWrite + Unpin> Tracked<S> {
+    /// Bytes of data frames not yet written to the transport.
+    pub(super) fn unwritten(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// Whether data frames may still be sent: the client has not closed.
+    pub(super) fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Appends a data frame: `opcode` 1 (text) or 2 (binary), final, unmasked (RFC 6455 5.2).
+    pub(super) fn push_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let len = payload.len();
+        self.out.reserve(len + 10);
+        self.out.push(0x80 | opcode);
+        if len < 126 {
+            self.out.push(len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            self.out.push(126);
+            self.out.extend_from_slice(&len.to_be_bytes());
+        } else {
+            self.out.push(127);
+            self.out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        self.out.extend_from_slice(payload);
+    }
+
+    /// Writes the data frames in `out` to the transport, all of them or `Pending`.
+    pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        if self.written > 0 {
+            self.written = 0;
+            if self.out.capacity() > KEEP_OUT {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -162,6 +238,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // tungstenite's frames go after the data frames the writer added before them.
+        ready!(self.poll_write_out(cx))?;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -170,6 +248,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_write_out(cx))?;
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -180,6 +259,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     /// tungstenite flushes the transport only once its whole write buffer, pongs included, is
     /// written: from here nothing is owed.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
         let flushed = ready!(Pin::new(&mut self.io).poll_flush(cx));
         if flushed.is_ok() {
             let pongs = &self.conn.inbound.pongs;

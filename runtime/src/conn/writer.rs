@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage};
 
@@ -248,6 +249,8 @@ impl Writer {
         Poll::Ready(Ok(()))
     }
 
+    /// Frames the writable data messages into the transport's buffer (see [`Tracked`]), writing
+    /// it out whenever it holds `write_buffer_size` bytes.
     fn feed_frames<S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -257,8 +260,19 @@ impl Writer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let binary = conn.sends_binary();
         let mut writable = self.writable();
+        if writable == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        // Whatever tungstenite holds (a pong, a ping) goes out before the frames that follow.
+        ready!(stream.as_mut().poll_flush(cx))?;
+        let chunk = stream.get_config().write_buffer_size.max(1);
+        let transport = stream.get_mut().get_mut();
+        if transport.peer_closed() {
+            // tungstenite answered the client's close: nothing may follow it.
+            return Poll::Ready(Err(WireError::Protocol(ProtocolError::SendAfterClosing)));
+        }
+        let binary = conn.sends_binary();
         // Counted on the connection once for the batch, however this call ends.
         let mut sent = Sent {
             conn,
@@ -271,16 +285,18 @@ impl Writer {
                 self.drop_batch();
                 break;
             }
-            ready!(stream.as_mut().poll_ready(cx))?;
+            if transport.unwritten() >= chunk {
+                ready!(transport.poll_write_out(cx))?;
+            }
             let Some((_, frame)) = self.batch.pop_front() else {
                 break;
             };
             self.batch_bytes = self.batch_bytes.saturating_sub(frame.cost());
             writable -= 1;
-            let len = frame.len();
-            stream.as_mut().start_send(frame.into_wire(binary))?;
+            let (opcode, payload) = frame.wire(binary);
+            transport.push_frame(opcode, payload);
             sent.messages += 1;
-            sent.bytes += len as u64;
+            sent.bytes += payload.len() as u64;
             self.flushing = true;
         }
         Poll::Ready(Ok(()))
