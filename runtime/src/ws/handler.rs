@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use http::request::Parts;
 pub use switchboard_syntax::route_path::Converter;
 
@@ -68,7 +69,14 @@ impl WsStart {
         F: Future + Send + 'static,
         F::Output: IntoHandlerResult<Kind>,
     {
-        WsStart::Run(Box::pin(async move { handler.await.into_handler_result() }))
+        // A map, not `async move { handler.await.into_handler_result() }`: an async block holds
+        // the handler's future twice (captured, and being awaited), doubling what every
+        // connection keeps for its life (840 bytes instead of 416 for the chat example's).
+        // (A function pointer: the future's type does not name `Kind`, which need not be
+        // `'static`.)
+        let finish: fn(F::Output) -> Result<(), HandlerFailure> =
+            IntoHandlerResult::into_handler_result;
+        WsStart::Run(Box::pin(handler.map(finish)))
     }
 
     pub fn reject(response: impl IntoResponse) -> Self {

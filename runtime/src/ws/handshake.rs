@@ -106,10 +106,10 @@ async fn decide(
                 app: app.clone(),
                 conn,
                 client: upgrade.client,
-                handshake,
-                on_upgrade: upgrade.on_upgrade,
+                handshake: Some(handshake),
+                on_upgrade: Some(upgrade.on_upgrade),
                 handler,
-                slot: upgrade.slot,
+                _slot: upgrade.slot,
             };
             tracing::debug!(status = 101, "handshake accepted");
             app.tasks()

@@ -34,10 +34,13 @@ pub(super) struct Session {
     pub(super) app: App,
     pub(super) conn: Arc<Conn>,
     pub(super) client: Option<SocketAddr>,
-    pub(super) handshake: Arc<Handshake>,
-    pub(super) on_upgrade: OnUpgrade,
+    /// Until the socket is handed to the handler.
+    pub(super) handshake: Option<Arc<Handshake>>,
+    /// Until the upgrade completes.
+    pub(super) on_upgrade: Option<OnUpgrade>,
     pub(super) handler: Handler,
-    pub(super) slot: Slot,
+    /// The connection's place under the cap, held until the session ends.
+    pub(super) _slot: Slot,
 }
 
 /// Leaves the app's table (and the connection's groups) however the connection ends.
@@ -54,27 +57,56 @@ impl Drop for Registered {
     }
 }
 
+/// How opening the connection went.
+enum Opened {
+    Live(Live),
+    /// The upgrade failed (the client went away first).
+    Failed,
+    /// The handler no longer waits in `accept()` for the socket.
+    Abandoned,
+}
+
+/// What an open connection holds until it closes.
+struct Live {
+    socket: Arc<Socket>,
+    writer: JoinHandle<()>,
+    _registered: Registered,
+    /// Not the admin page's own socket: lifecycle events and metrics apply.
+    app_route: bool,
+}
+
 impl Session {
-    pub(super) async fn run(self) {
-        let Session {
-            route,
-            path,
-            app,
-            conn,
-            client,
-            handshake,
-            on_upgrade,
-            mut handler,
-            slot,
-        } = self;
-        let Some(socket) = open(&app, &conn, &path, on_upgrade).await else {
-            drop(handshake); // the handler's `accept()` returns an error
-            let _ = handler.await;
-            return;
+    /// The connection's task. Its future is what every connection holds for its life, so the
+    /// opening and the closing run in boxes of their own (allocated while they run), and the
+    /// session is used in place rather than taken apart into locals (which would hold it
+    /// twice): what stays while the handler runs is the session and [`drive`]'s state.
+    pub(super) async fn run(mut self) {
+        let live = match Box::pin(self.open()).await {
+            Opened::Live(live) => live,
+            Opened::Failed => {
+                // The handler's `accept()` returns an error.
+                self.handshake = None;
+                let _ = (&mut self.handler).await;
+                return;
+            }
+            Opened::Abandoned => return,
         };
-        let _slot = slot;
+        let ended = drive(&self.conn, &mut self.handler).await;
+        Box::pin(self.finish(live, ended)).await;
+    }
+
+    /// Upgrades, registers the connection, starts its writer and hands the socket to the
+    /// handler's `accept()`.
+    async fn open(&mut self) -> Opened {
+        let (app, conn) = (&self.app, &self.conn);
+        let Some(on_upgrade) = self.on_upgrade.take() else {
+            return Opened::Failed;
+        };
+        let Some(socket) = open(app, conn, &self.path, on_upgrade).await else {
+            return Opened::Failed;
+        };
         app.connections().insert(conn.clone());
-        let _registered = Registered {
+        let registered = Registered {
             app: app.clone(),
             conn: conn.clone(),
         };
@@ -87,31 +119,51 @@ impl Session {
                 Closing::Graceful,
             );
         }
+        let Some(handshake) = self.handshake.take() else {
+            return Opened::Abandoned;
+        };
         if handshake.deliver(socket.clone()).is_err() {
-            return;
+            return Opened::Abandoned;
         }
         drop(handshake);
         tracing::debug!("connection opened");
         // The admin page's own socket is the framework's, not the app's: no lifecycle events,
         // not counted by route or close code.
-        let app_route = !app.admin().is_some_and(|admin| admin.serves(route));
+        let app_route = !app.admin().is_some_and(|admin| admin.serves(self.route));
         if app_route {
-            conn.config.counters.opened(route);
-            lifecycle::connected(&app, &conn, &path, client).await;
+            conn.config.counters.opened(self.route);
+            lifecycle::connected(app, conn, &self.path, self.client).await;
         }
-        let ended = drive(&conn, &mut handler).await;
-        let (code, reason) = match failure(&conn, &path, client, ended) {
+        Opened::Live(Live {
+            socket,
+            writer,
+            _registered: registered,
+            app_route,
+        })
+    }
+
+    /// After the handler: the close handshake, then the connection leaves (its lifecycle event
+    /// and metrics).
+    async fn finish(&mut self, live: Live, ended: <Handler as Future>::Output) {
+        let (app, conn, path) = (&self.app, &self.conn, self.path.as_str());
+        let Live {
+            socket,
+            writer,
+            _registered,
+            app_route,
+        } = live;
+        let (code, reason) = match failure(conn, path, self.client, ended) {
             None => (close_code::NORMAL, String::new()),
             Some(failure) => {
                 let (message, code) = (&failure.message, failure.code);
                 if app_route {
-                    lifecycle::handler_failed(&app, &conn, &path, client, message, code).await;
+                    lifecycle::handler_failed(app, conn, path, self.client, message, code).await;
                 }
                 (failure.code, failure.reason)
             }
         };
         conn.close(code, &reason, Closing::Graceful);
-        Box::pin(finish_close(&conn, &socket, writer)).await;
+        finish_close(conn, &socket, writer).await;
         conn.kill();
         let (code, reason, by_client) = match (conn.closed_by_peer(), conn.closed_with()) {
             (Some((code, reason)), _) => (code, reason, true),
@@ -121,7 +173,7 @@ impl Session {
         tracing::debug!(code, reason, by_client, "connection closed");
         if app_route {
             conn.config.counters.closed(code, by_client);
-            lifecycle::disconnected(&app, &conn, &path, code, &reason, by_client).await;
+            lifecycle::disconnected(app, conn, path, code, &reason, by_client).await;
         }
     }
 }
