@@ -238,6 +238,21 @@ impl Ring {
         out: &mut VecDeque<(u64, Frame)>,
         budget: usize,
     ) -> Taken {
+        self.read(sub, me, budget, |seq, frame| {
+            out.push_back((seq, frame.clone()));
+        })
+    }
+
+    /// Gives `sub` the entries it has not read, in order, at most `budget` bytes (at least one
+    /// entry), under the ring's lock: `read` copies what it needs of each (a writer copies the
+    /// payload into its socket's buffer, so the frame is not cloned).
+    pub(crate) fn read(
+        &self,
+        sub: &Sub,
+        me: ConnectionId,
+        budget: usize,
+        mut read: impl FnMut(u64, &Frame),
+    ) -> Taken {
         let inner = lock(&self.inner);
         let pushed = self.pushed.load(Ordering::Relaxed);
         let mut next = sub.next.load(Ordering::Relaxed).max(inner.base);
@@ -255,7 +270,7 @@ impl Ring {
             next += 1;
             if entry.except != Some(me) {
                 taken.bytes += entry.cost;
-                out.push_back((entry.seq, entry.frame.clone()));
+                read(entry.seq, &entry.frame);
             }
         }
         sub.next.store(next, Ordering::Relaxed);

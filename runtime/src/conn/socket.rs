@@ -155,7 +155,7 @@ impl Conn {
 /// payload is copied once per member, after a header of two to ten bytes), and tungstenite
 /// writes only control frames: its pongs and close replies, the writer's pings and close frame.
 /// The two never interleave on the wire: the writer adds frames only once tungstenite has
-/// flushed everything it buffered ([`Tracked::frames`]), and everything tungstenite writes goes
+/// flushed everything it buffered, and everything tungstenite writes goes
 /// out after the frames already here (`poll_write` writes those first).
 pub(crate) struct Tracked<S> {
     io: S,

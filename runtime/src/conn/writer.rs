@@ -98,6 +98,15 @@ impl Writer {
                 return Poll::Ready(());
             }
             if self.writable() == 0 && self.control.is_none() && !self.flushing {
+                match self.write_direct(cx, conn, socket) {
+                    None => {}
+                    Some(Poll::Ready(Ok(()))) => continue,
+                    Some(Poll::Ready(Err(_))) => {
+                        conn.kill();
+                        return Poll::Ready(());
+                    }
+                    Some(Poll::Pending) => return Poll::Pending,
+                }
                 match self.next(cx, conn) {
                     Next::Write => {}
                     Next::Again => continue,
@@ -166,6 +175,57 @@ impl Writer {
             }
             Poll::Pending => Next::Wait,
         }
+    }
+
+    /// The common case under load, without the batch: the connection is in one group and
+    /// nothing else is queued for it, so the ring's frames are framed straight into the
+    /// transport's buffer under the ring's lock (no copy of the frames, no ordering between
+    /// sources). `None` when that is not the case: [`Self::next`] takes over.
+    fn write_direct<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &Conn,
+        socket: &Socket<S>,
+    ) -> Option<Poll<Result<(), WireError>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.closed.is_some() || conn.is_aborting() || conn.outbound.own.bytes() > 0 {
+            return None;
+        }
+        let sub = match lock(&conn.outbound.groups).as_slice() {
+            [sub] if sub.behind() > 0 => Arc::clone(sub),
+            _ => return None,
+        };
+        let mut guard = socket.lock();
+        let mut stream = Pin::new(&mut *guard);
+        // Whatever tungstenite holds (a pong, a ping) goes out before the frames that follow.
+        match stream.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return Some(other),
+        }
+        let transport = stream.get_mut().get_mut();
+        if transport.peer_closed() {
+            return Some(Poll::Ready(Err(WireError::Protocol(
+                ProtocolError::SendAfterClosing,
+            ))));
+        }
+        let binary = conn.sends_binary();
+        let mut sent = Sent {
+            conn,
+            messages: 0,
+            bytes: 0,
+        };
+        let taken = sub.ring.read(&sub, conn.id, FILL_BYTES, |_, frame| {
+            let (opcode, payload) = frame.wire(binary);
+            transport.push_frame(opcode, payload);
+            sent.messages += 1;
+            sent.bytes += payload.len() as u64;
+        });
+        // Taken from the ring, not on the socket yet (until the flush that follows).
+        conn.set_unwritten(taken.bytes);
+        self.flushing = true;
+        Some(Poll::Ready(Ok(())))
     }
 
     /// How many frames at the front of the batch may be written now.
