@@ -26,13 +26,15 @@ pub(super) struct CloseRequest {
     pub(super) how: Closing,
 }
 
+/// How a connection is closing, once it is.
 #[derive(Debug, Default)]
-struct Requested {
+struct CloseState {
+    /// The close frame for the writer to send, until it takes it.
     close: Option<CloseRequest>,
-    /// A close was requested: no more frames are accepted.
-    closing: bool,
     /// The close the server sent (the first request wins).
     closed_with: Option<(u16, String)>,
+    /// How the client ended the connection.
+    peer: Option<PeerClose>,
 }
 
 /// The client's close frame (code, reason), or an abnormal end; and whether the client closed
@@ -46,35 +48,39 @@ struct PeerClose {
 
 #[derive(Debug, Default)]
 pub(super) struct CloseLane {
-    requested: Mutex<Requested>,
+    /// Boxed: an open connection (most of them, most of the time) holds one pointer here.
+    state: Mutex<Option<Box<CloseState>>>,
+    /// A close was requested (or the connection killed): no more frames are accepted. Set
+    /// under `state`'s lock, so that the first request wins; read without it.
+    closing: AtomicBool,
     /// Signalled on the first close request (the connection task arms the close deadline).
     pub(super) requested_signal: Notify,
     /// Set when the connection is killed: the writer stops, reads return "closed".
     killed: AtomicBool,
     /// An abortive close was requested: the writer drops what it holds.
     aborting: AtomicBool,
-    peer: Mutex<Option<PeerClose>>,
 }
 
 impl Conn {
     /// Asks for the connection to be closed with `code` and `reason`: the first request wins.
     /// Never waits; accepted even when the queue is full. Returns whether this request won.
     pub(crate) fn close(&self, code: u16, reason: &str, how: Closing) -> bool {
-        let mut requested = lock(&self.close.requested);
-        if requested.closing {
+        let mut guard = lock(&self.close.state);
+        if self.close.closing.load(Ordering::Acquire) {
             return false;
         }
-        requested.closing = true;
-        requested.closed_with = Some((code, reason.to_owned()));
+        self.close.closing.store(true, Ordering::Release);
         if how == Closing::Abort {
             self.close.aborting.store(true, Ordering::Relaxed);
         }
-        requested.close = Some(CloseRequest {
+        let state = guard.get_or_insert_default();
+        state.closed_with = Some((code, reason.to_owned()));
+        state.close = Some(CloseRequest {
             code,
             reason: reason.to_owned(),
             how,
         });
-        drop(requested);
+        drop(guard);
         self.writer.wake();
         self.close.requested_signal.notify_one();
         true
@@ -87,17 +93,20 @@ impl Conn {
 
     /// Whether a close was requested (or the connection is gone).
     pub(crate) fn is_closing(&self) -> bool {
-        lock(&self.close.requested).closing
+        self.close.closing.load(Ordering::Acquire)
     }
 
     /// The close code and reason the server sent, if it closed.
     pub(crate) fn closed_with(&self) -> Option<(u16, String)> {
-        lock(&self.close.requested).closed_with.clone()
+        lock(&self.close.state).as_ref()?.closed_with.clone()
     }
 
     /// Ends the connection now: the writer stops, reads return "closed".
     pub(crate) fn kill(&self) {
-        lock(&self.close.requested).closing = true;
+        {
+            let _state = lock(&self.close.state);
+            self.close.closing.store(true, Ordering::Release);
+        }
         self.close.killed.store(true, Ordering::Release);
         self.reader.wake();
         self.writer.wake();
@@ -115,19 +124,21 @@ impl Conn {
 
     /// Takes a close request, if any (a graceful close waits until everything is written).
     pub(super) fn take_close(&self, drained: bool) -> Option<CloseRequest> {
-        let mut requested = lock(&self.close.requested);
-        match &requested.close {
-            Some(close) if close.how == Closing::Abort || drained => requested.close.take(),
+        let mut state = lock(&self.close.state);
+        let close = &mut state.as_mut()?.close;
+        match close {
+            Some(request) if request.how == Closing::Abort || drained => close.take(),
             _ => None,
         }
     }
 
     /// Records the client's close (the first one counts).
     pub(crate) fn set_peer_close(&self, code: u16, reason: String) {
-        let first = !lock(&self.close.requested).closing;
-        let mut peer = lock(&self.close.peer);
-        if peer.is_none() {
-            *peer = Some(PeerClose {
+        let mut state = lock(&self.close.state);
+        let first = !self.close.closing.load(Ordering::Acquire);
+        let state = state.get_or_insert_default();
+        if state.peer.is_none() {
+            state.peer = Some(PeerClose {
                 code,
                 reason,
                 first,
@@ -137,16 +148,15 @@ impl Conn {
 
     /// The client's close (code, reason), once read.
     pub(crate) fn peer_close(&self) -> Option<(u16, String)> {
-        lock(&self.close.peer)
-            .as_ref()
-            .map(|p| (p.code, p.reason.clone()))
+        let state = lock(&self.close.state);
+        let peer = state.as_ref()?.peer.as_ref()?;
+        Some((peer.code, peer.reason.clone()))
     }
 
     /// The client's close, if the client closed first.
     pub(crate) fn closed_by_peer(&self) -> Option<(u16, String)> {
-        lock(&self.close.peer)
-            .as_ref()
-            .filter(|p| p.first)
-            .map(|p| (p.code, p.reason.clone()))
+        let state = lock(&self.close.state);
+        let peer = state.as_ref()?.peer.as_ref().filter(|p| p.first)?;
+        Some((peer.code, peer.reason.clone()))
     }
 }

@@ -13,7 +13,9 @@ pub(crate) struct Head {
     pub(crate) query: Option<String>,
     /// `name`, `value` pairs, each preceded by its length in four bytes.
     raw_headers: Box<[u8]>,
-    headers: OnceLock<HeaderMap>,
+    /// Unpacked on first use; boxed, so a connection whose handler never asks holds one
+    /// pointer rather than a map.
+    headers: OnceLock<Box<HeaderMap>>,
     pub(crate) params: Vec<(Box<str>, String)>,
     pub(crate) client: Option<SocketAddr>,
 }
@@ -35,7 +37,8 @@ impl Head {
     }
 
     pub(crate) fn headers(&self) -> &HeaderMap {
-        self.headers.get_or_init(|| unpack(&self.raw_headers))
+        self.headers
+            .get_or_init(|| Box::new(unpack(&self.raw_headers)))
     }
 }
 

@@ -80,19 +80,24 @@ impl Session {
     /// opening and the closing run in boxes of their own (allocated while they run), and the
     /// session is used in place rather than taken apart into locals (which would hold it
     /// twice): what stays while the handler runs is the session and [`drive`]'s state.
-    pub(super) async fn run(mut self) {
-        let live = match Box::pin(self.open()).await {
-            Opened::Live(live) => live,
-            Opened::Failed => {
-                // The handler's `accept()` returns an error.
-                self.handshake = None;
-                let _ = (&mut self.handler).await;
-                return;
-            }
-            Opened::Abandoned => return,
-        };
-        let ended = drive(&self.conn, &mut self.handler).await;
-        Box::pin(self.finish(live, ended)).await;
+    pub(super) fn run(self) -> impl Future<Output = ()> + Send {
+        // Not an `async fn run(mut self)`: that binds `self` anew inside the future, which then
+        // holds it twice. The block captures it once and uses it in place.
+        let mut session = self;
+        async move {
+            let live = match Box::pin(session.open()).await {
+                Opened::Live(live) => live,
+                Opened::Failed => {
+                    // The handler's `accept()` returns an error.
+                    session.handshake = None;
+                    let _ = (&mut session.handler).await;
+                    return;
+                }
+                Opened::Abandoned => return,
+            };
+            let ended = drive(&session.conn, &mut session.handler).await;
+            Box::pin(session.finish(live, ended)).await;
+        }
     }
 
     /// Upgrades, registers the connection, starts its writer and hands the socket to the
