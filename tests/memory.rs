@@ -94,6 +94,7 @@ async fn an_idle_connection_keeps_at_most_its_budget_on_the_heap() {
     // holds for a while aside).
     drop(clients);
     wait_for(&app, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let after_first = live();
     const ROUNDS: isize = 5;
     for _ in 0..ROUNDS {

@@ -51,11 +51,17 @@ async fn headers(mut ws: WebSocket) -> Result<(), WsError> {
     Ok(())
 }
 
-/// `KIND LEN COUNT` (`KIND` `t` text, `b` binary): sends COUNT messages of LEN bytes each,
-/// message `k` byte `i` being [`pattern`]`(k, i)`.
+/// `KIND LEN COUNT` (`KIND` `t` text, `b` binary, `g` JSON strings to a group of which this
+/// connection is the one member, `m` the same with one text `direct` of its own after the
+/// first half): sends COUNT messages of LEN bytes each, message `k` byte `i`
+/// being [`pattern`]`(k, i)`.
 #[ws_route("/sizes")]
-async fn sizes(mut ws: WebSocket) -> Result<(), WsError> {
+async fn sizes(mut ws: WebSocket, app: App) -> Result<(), WsError> {
     ws.accept().await?;
+    let group = format!("sizes_{}", ws.id().as_uuid().simple());
+    app.channels()
+        .add_channel_to_group(&ws.channel(), &group)
+        .await?;
     while let Some(request) = ws.receive_text().await? {
         let fields: Vec<&str> = request.split(' ').collect();
         let [kind, len, count] = fields.as_slice() else {
@@ -68,6 +74,17 @@ async fn sizes(mut ws: WebSocket) -> Result<(), WsError> {
             let bytes: Vec<u8> = (0..len).map(|i| pattern(k, i)).collect();
             if *kind == "b" {
                 ws.send_bytes(bytes).await?;
+            } else if *kind == "g" {
+                let text = String::from_utf8(bytes).unwrap();
+                app.channels().group_send(&group, &text).await?;
+            } else if *kind == "m" {
+                // The group's COUNT messages, with one of the connection's own after the
+                // first half.
+                let text = String::from_utf8(bytes).unwrap();
+                app.channels().group_send(&group, &text).await?;
+                if k + 1 == count / 2 {
+                    ws.send_text("direct").await?;
+                }
             } else {
                 ws.send_text(String::from_utf8(bytes).unwrap()).await?;
             }
@@ -337,14 +354,60 @@ async fn server_frames_carry_every_length_in_the_right_header_form() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pongs_go_between_data_frames_never_inside_one_while_the_client_is_behind() {
+    // 16 MiB of the connection's own messages (the writer's batch), the client not reading at
+    // first: the server's writes stop part-way through a frame, with the pongs of the pings
+    // below waiting behind it.
+    pongs_between_frames("t", 40_000, 420).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pongs_go_between_group_frames_never_inside_one_while_the_client_is_behind() {
+    // The same through a group (the writer reads the ring in place), the queue's bound
+    // raised above the 16 MiB.
+    pongs_between_frames("g", 40_000, 420).await;
+}
+
+#[tokio::test]
+async fn a_message_of_its_own_keeps_its_place_among_a_groups_past_the_writers_budget() {
     let server = server().await;
+    let mut raw = Raw::connect(server.addr(), "/sizes").await;
+    // 200 KB of group messages, past what a writer takes from a ring at once (64 KiB), the
+    // connection's own message sent after the 10th.
+    let (len, count) = (10_000, 20);
+    raw.send(&frame(TEXT, format!("m {len} {count}").as_bytes()))
+        .await;
+    let mut order = Vec::new();
+    for _ in 0..=count {
+        let frame = raw.next().await.expect("a frame");
+        if frame.payload == b"direct" {
+            order.push("direct".to_owned());
+        } else {
+            assert_eq!(frame.payload.len(), len + 2);
+            order.push(format!("{}", frame.payload[1] - b'a'));
+        }
+    }
+    // Message k starts with pattern(k, 0): its index modulo 26.
+    let mut expected: Vec<String> = (0..count).map(|k| format!("{}", k % 26)).collect();
+    expected.insert(count / 2, "direct".to_owned());
+    assert_eq!(
+        order, expected,
+        "the connection's own message in the order it was sent"
+    );
+    raw.send(&frame(CLOSE, &1000u16.to_be_bytes())).await;
+    assert_eq!(raw.expect_close().await, 1000);
+    server.shutdown().await;
+}
+
+async fn pongs_between_frames(kind: &str, len: usize, count: usize) {
+    let app = builder()
+        .outbound_queue_bytes(64 * 1024 * 1024)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
     let raw = Raw::connect(server.addr(), "/sizes").await;
     let (mut read, mut write) = raw.tcp.into_split();
-    // 16 MiB the client does not read at first: the server's writes stop part-way through a
-    // frame, with the pongs of the pings below waiting behind it.
-    let (len, count) = (40_000, 420);
     write
-        .write_all(&frame(TEXT, format!("t {len} {count}").as_bytes()))
+        .write_all(&frame(TEXT, format!("{kind} {len} {count}").as_bytes()))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -362,6 +425,17 @@ async fn pongs_go_between_data_frames_never_inside_one_while_the_client_is_behin
             .expect("the connection is open");
         match frame.opcode {
             PONG => pongs.push(frame.payload),
+            _ if kind == "g" => {
+                // A JSON string: the pattern between quotes.
+                let inner = Received {
+                    fin: frame.fin,
+                    opcode: frame.opcode,
+                    payload: frame.payload[1..frame.payload.len() - 1].to_vec(),
+                };
+                assert_eq!(frame.payload.len(), len + 2, "message {k} with its quotes");
+                assert_sized(&inner, TEXT, len, k);
+                k += 1;
+            }
             _ => {
                 assert_sized(&frame, TEXT, len, k);
                 k += 1;

@@ -238,22 +238,37 @@ impl Ring {
         out: &mut VecDeque<(u64, Frame)>,
         budget: usize,
     ) -> Taken {
-        self.read(sub, me, budget, |seq, frame| {
-            out.push_back((seq, frame.clone()));
+        let taken = self.read_unless(
+            sub,
+            me,
+            budget,
+            || false,
+            |seq, frame| {
+                out.push_back((seq, frame.clone()));
+            },
+        );
+        taken.unwrap_or(Taken {
+            bytes: 0,
+            left: None,
         })
     }
 
     /// Gives `sub` the entries it has not read, in order, at most `budget` bytes (at least one
     /// entry), under the ring's lock: `read` copies what it needs of each (a writer copies the
-    /// payload into its socket's buffer, so the frame is not cloned).
-    pub(crate) fn read(
+    /// payload into its socket's buffer, so the frame is not cloned). `None`, and nothing
+    /// read, when `skip` (asked once the lock is held) says so.
+    pub(crate) fn read_unless(
         &self,
         sub: &Sub,
         me: ConnectionId,
         budget: usize,
+        skip: impl FnOnce() -> bool,
         mut read: impl FnMut(u64, &Frame),
-    ) -> Taken {
+    ) -> Option<Taken> {
         let inner = lock(&self.inner);
+        if skip() {
+            return None;
+        }
         let pushed = self.pushed.load(Ordering::Relaxed);
         let mut next = sub.next.load(Ordering::Relaxed).max(inner.base);
         let mut taken = Taken {
@@ -275,7 +290,7 @@ impl Ring {
         }
         sub.next.store(next, Ordering::Relaxed);
         sub.read_to.store(read_to, Ordering::SeqCst);
-        taken
+        Some(taken)
     }
 
     /// Whether `sub` has entries to read; if not, registers it to be woken by the next push.

@@ -20,6 +20,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage};
 
@@ -91,6 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                         pongs.owed.fetch_add(1, Ordering::AcqRel);
                     }
                     Some(Ok(WireMessage::Close(_))) | None => stream.get_mut().peer_closed = true,
+                    Some(Err(e)) if ends_the_stream(e) => stream.get_mut().peer_closed = true,
                     _ => {}
                 }
                 Read::Message(item)
@@ -106,8 +108,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     ) -> Poll<Option<Result<WireMessage, WireError>>> {
         let mut stream = self.lock();
         let item = ready!(Pin::new(&mut *stream).poll_next(cx));
-        if matches!(item, Some(Ok(WireMessage::Close(_))) | None) {
-            stream.get_mut().peer_closed = true;
+        match &item {
+            Some(Ok(WireMessage::Close(_))) | None => stream.get_mut().peer_closed = true,
+            Some(Err(e)) if ends_the_stream(e) => stream.get_mut().peer_closed = true,
+            _ => {}
         }
         Poll::Ready(item)
     }
@@ -129,6 +133,20 @@ impl<S> Socket<S> {
     pub(super) fn lock(&self) -> MutexGuard<'_, WebSocketStream<Tracked<S>>> {
         lock(&self.0)
     }
+}
+
+/// A read error after which tungstenite writes nothing more (the client dropped the
+/// connection without a close frame, or it is gone): data frames must not pile up behind it.
+/// After other errors (a protocol violation, a message too large) the connection still sends
+/// its close frame, and the data frames queued before it.
+fn ends_the_stream(error: &WireError) -> bool {
+    matches!(
+        error,
+        WireError::ConnectionClosed
+            | WireError::AlreadyClosed
+            | WireError::Io(_)
+            | WireError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+    )
 }
 
 /// Pongs the server owes a client, shared by the reader, the writer and the transport.

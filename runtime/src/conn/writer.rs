@@ -178,9 +178,9 @@ impl Writer {
     }
 
     /// The common case under load, without the batch: the connection is in one group and
-    /// nothing else is queued for it, so the ring's frames are framed straight into the
-    /// transport's buffer under the ring's lock (no copy of the frames, no ordering between
-    /// sources). `None` when that is not the case: [`Self::next`] takes over.
+    /// nothing else is queued for it or held in the batch, so the ring's frames are framed
+    /// straight into the transport's buffer under the ring's lock (no copy of the frames, no
+    /// ordering between sources). `None` when that is not the case: [`Self::next`] takes over.
     fn write_direct<S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -190,13 +190,15 @@ impl Writer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if self.closed.is_some() || conn.is_aborting() || conn.outbound.own.bytes() > 0 {
+        let own = &conn.outbound.own;
+        // What the batch holds (frames after a budget's cut) goes first, through `next`.
+        if !self.batch.is_empty() || self.closed.is_some() || conn.is_aborting() || own.bytes() > 0
+        {
             return None;
         }
-        let sub = match lock(&conn.outbound.groups).as_slice() {
-            [sub] if sub.behind() > 0 => Arc::clone(sub),
-            _ => return None,
-        };
+        if !matches!(lock(&conn.outbound.groups).as_slice(), [sub] if sub.behind() > 0) {
+            return None;
+        }
         let mut guard = socket.lock();
         let mut stream = Pin::new(&mut *guard);
         // Whatever tungstenite holds (a pong, a ping) goes out before the frames that follow.
@@ -216,12 +218,29 @@ impl Writer {
             messages: 0,
             bytes: 0,
         };
-        let taken = sub.ring.read(&sub, conn.id, FILL_BYTES, |_, frame| {
-            let (opcode, payload) = frame.wire(binary);
-            transport.push_frame(opcode, payload);
-            sent.messages += 1;
-            sent.bytes += payload.len() as u64;
-        });
+        // Under the groups' lock, as `fill` reads them: a group joined meanwhile is not
+        // skipped.
+        let groups = lock(&conn.outbound.groups);
+        let [sub] = groups.as_slice() else {
+            return None;
+        };
+        // A frame queued for this connection alone before one of the ring's was sent (so
+        // with a lower sequence number) is visible once the ring's lock is held: then the
+        // batch merges the two.
+        let taken = sub.ring.read_unless(
+            sub,
+            conn.id,
+            FILL_BYTES,
+            || own.bytes() > 0,
+            |_, frame| {
+                let (opcode, payload) = frame.wire(binary);
+                transport.push_frame(opcode, payload);
+                sent.messages += 1;
+                sent.bytes += payload.len() as u64;
+            },
+        )?;
+        drop(groups);
+        drop(sent);
         // Taken from the ring, not on the socket yet (until the flush that follows).
         conn.set_unwritten(taken.bytes);
         self.flushing = true;
@@ -257,14 +276,16 @@ impl Writer {
                 (a, b) => a.or(b),
             };
         };
-        let len = self.batch.len();
-        let taken = conn.outbound.own.take(&mut self.batch, FILL_BYTES);
-        add(&self.batch, len, taken);
+        // The groups first: a frame queued for this connection alone before one of theirs
+        // was sent is then in its own queue by the time that queue is read.
         for sub in lock(&conn.outbound.groups).iter() {
             let len = self.batch.len();
             let taken = sub.ring.take(sub, conn.id, &mut self.batch, FILL_BYTES);
             add(&self.batch, len, taken);
         }
+        let len = self.batch.len();
+        let taken = conn.outbound.own.take(&mut self.batch, FILL_BYTES);
+        add(&self.batch, len, taken);
         if sources > 1 || (sources == 1 && before > 0) {
             self.batch.make_contiguous().sort_by_key(|(seq, _)| *seq);
         }
