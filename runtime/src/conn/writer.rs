@@ -200,24 +200,12 @@ impl Writer {
             return None;
         }
         let mut guard = socket.lock();
-        let mut stream = Pin::new(&mut *guard);
-        // Whatever tungstenite holds (a pong, a ping) goes out before the frames that follow.
-        match stream.as_mut().poll_flush(cx) {
-            Poll::Ready(Ok(())) => {}
-            other => return Some(other),
-        }
-        let transport = stream.get_mut().get_mut();
-        if transport.peer_closed() {
-            return Some(Poll::Ready(Err(WireError::Protocol(
-                ProtocolError::SendAfterClosing,
-            ))));
-        }
-        let binary = conn.sends_binary();
-        let mut sent = Sent {
-            conn,
-            messages: 0,
-            bytes: 0,
+        let transport = match transport_for_frames(cx, Pin::new(&mut *guard)) {
+            Poll::Ready(Ok(transport)) => transport,
+            Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+            Poll::Pending => return Some(Poll::Pending),
         };
+        let mut sent = Sent::new(conn);
         // Under the groups' lock, as `fill` reads them: a group joined meanwhile is not
         // skipped.
         let groups = lock(&conn.outbound.groups);
@@ -233,10 +221,7 @@ impl Writer {
             FILL_BYTES,
             || own.bytes() > 0,
             |_, frame| {
-                let (opcode, payload) = frame.wire(binary);
-                transport.push_frame(opcode, payload);
-                sent.messages += 1;
-                sent.bytes += payload.len() as u64;
+                sent.frame(transport, frame);
             },
         )?;
         drop(groups);
@@ -336,7 +321,7 @@ impl Writer {
         &mut self,
         cx: &mut Context<'_>,
         conn: &Conn,
-        mut stream: Pin<&mut WebSocketStream<Tracked<S>>>,
+        stream: Pin<&mut WebSocketStream<Tracked<S>>>,
     ) -> Poll<Result<(), WireError>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -345,21 +330,9 @@ impl Writer {
         if writable == 0 {
             return Poll::Ready(Ok(()));
         }
-        // Whatever tungstenite holds (a pong, a ping) goes out before the frames that follow.
-        ready!(stream.as_mut().poll_flush(cx))?;
         let chunk = stream.get_config().write_buffer_size.max(1);
-        let transport = stream.get_mut().get_mut();
-        if transport.peer_closed() {
-            // tungstenite answered the client's close: nothing may follow it.
-            return Poll::Ready(Err(WireError::Protocol(ProtocolError::SendAfterClosing)));
-        }
-        let binary = conn.sends_binary();
-        // Counted on the connection once for the batch, however this call ends.
-        let mut sent = Sent {
-            conn,
-            messages: 0,
-            bytes: 0,
-        };
+        let transport = ready!(transport_for_frames(cx, stream))?;
+        let mut sent = Sent::new(conn);
         while writable > 0 {
             if conn.is_aborting() {
                 // Closing a slow or dead peer: what it has not taken yet is dropped.
@@ -374,10 +347,7 @@ impl Writer {
             };
             self.batch_bytes = self.batch_bytes.saturating_sub(frame.cost());
             writable -= 1;
-            let (opcode, payload) = frame.wire(binary);
-            transport.push_frame(opcode, payload);
-            sent.messages += 1;
-            sent.bytes += payload.len() as u64;
+            sent.frame(transport, &frame);
             self.flushing = true;
         }
         Poll::Ready(Ok(()))
@@ -419,8 +389,47 @@ impl Writer {
 /// traffic when the call returns (also when it returns `Pending` or an error midway).
 struct Sent<'a> {
     conn: &'a Conn,
+    /// The connection's payload type is bytes (JSON goes out as binary frames).
+    binary: bool,
     messages: u64,
     bytes: u64,
+}
+
+impl<'a> Sent<'a> {
+    fn new(conn: &'a Conn) -> Self {
+        Sent {
+            conn,
+            binary: conn.sends_binary(),
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Frames `frame` into the transport's buffer, and counts it.
+    fn frame<S: AsyncWrite + Unpin>(&mut self, transport: &mut Tracked<S>, frame: &Frame) {
+        let (opcode, payload) = frame.wire(self.binary);
+        transport.push_frame(opcode, payload);
+        self.messages += 1;
+        self.bytes += payload.len() as u64;
+    }
+}
+
+/// The transport, ready for data frames: whatever tungstenite holds (a pong, a ping) is
+/// flushed first, so the frames go after it; an error once the client closed (tungstenite
+/// answered its close, or it is gone), since nothing may follow that.
+fn transport_for_frames<'a, S>(
+    cx: &mut Context<'_>,
+    mut stream: Pin<&'a mut WebSocketStream<Tracked<S>>>,
+) -> Poll<Result<&'a mut Tracked<S>, WireError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ready!(stream.as_mut().poll_flush(cx))?;
+    let transport = stream.get_mut().get_mut();
+    if transport.peer_closed() {
+        return Poll::Ready(Err(WireError::Protocol(ProtocolError::SendAfterClosing)));
+    }
+    Poll::Ready(Ok(transport))
 }
 
 impl Drop for Sent<'_> {
