@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instruction counts of the hot paths under valgrind's callgrind, the one figure a noisy
 # machine cannot blur: one emit to one listener, one group_send to 10 and to 1000 members
-# through real writers, and a burst of 50 group sends to 100 members (runtime/benches/icount.rs). Only the instructions inside the
+# through real writers, a burst of 50 group sends to 100 members, and the server reading 100 client
+# messages (runtime/benches/icount.rs). Only the instructions inside the
 # benchmark's `measured` function are collected (`--toggle-collect`), the set-up left out, and
 # divided by the iterations: repeat runs give the same counts.
 #
@@ -14,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="${1:-print}"
 TOLERANCE="${TOLERANCE:-5}"
 COMMITTED="$ROOT/bench/icount.txt"
-WORKLOADS="emit_1:20000 group_send_10:1000 group_send_1000:20 group_burst_100:4"
+WORKLOADS="emit_1:20000 group_send_10:1000 group_send_1000:20 group_burst_100:4 read_burst_100:100 read_one_100:100"
 command -v valgrind >/dev/null || { echo "valgrind is missing (Debian: apt-get install valgrind)" >&2; exit 1; }
 
 EXE="$(cd "$ROOT" && cargo bench -q -p switchboard --bench icount --no-run --message-format=json |

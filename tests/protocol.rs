@@ -352,6 +352,71 @@ async fn server_frames_carry_every_length_in_the_right_header_form() {
     server.shutdown().await;
 }
 
+/// Client messages of each length around the read buffer's (512 bytes), the thread's buffer
+/// the connection is read through (16 KiB) and the header forms, message `k` byte `i` being
+/// [`pattern`]`(k, i)`.
+const CLIENT_LENGTHS: [usize; 20] = [
+    0, 1, 13, 14, 15, 125, 126, 127, 500, 511, 512, 513, 1_000, 4_096, 16_369, 16_383, 16_384,
+    16_385, 40_000, 65_536,
+];
+
+/// Sends every message of [`CLIENT_LENGTHS`] to `/echo` as `pieces` cuts them (byte counts,
+/// cycled) while reading the echoes: each comes back whole and in order.
+async fn client_lengths_echoed(pieces: &[usize]) {
+    let server = TestServer::start(builder().max_message_size(70_000).build().unwrap()).await;
+    let raw = Raw::connect(server.addr(), "/echo").await;
+    raw.tcp.set_nodelay(true).unwrap();
+    let (mut read, mut write) = raw.tcp.into_split();
+    let mut burst = Vec::new();
+    for (k, len) in CLIENT_LENGTHS.into_iter().enumerate() {
+        let payload: Vec<u8> = (0..len).map(|i| pattern(k, i)).collect();
+        burst.extend(frame(BINARY, &payload));
+    }
+    let pieces = pieces.to_vec();
+    let writer = tokio::spawn(async move {
+        let mut at = 0;
+        for piece in pieces.iter().cycle() {
+            if at == burst.len() {
+                break;
+            }
+            let end = at.saturating_add(*piece).min(burst.len());
+            write.write_all(&burst[at..end]).await.unwrap();
+            at = end;
+            if *piece < 8 {
+                // Give the server the chance to read the cut-off piece on its own.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        write
+    });
+    for (k, len) in CLIENT_LENGTHS.into_iter().enumerate() {
+        let frame = tokio::time::timeout(WAIT, read_frame(&mut read))
+            .await
+            .expect("an echo in time")
+            .expect("an echo");
+        assert_sized(&frame, BINARY, len, k);
+    }
+    let mut write = writer.await.unwrap();
+    write
+        .write_all(&frame(CLOSE, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let close = read_frame(&mut read).await.expect("the close frame");
+    assert_eq!(close.close_code(), Some(1000));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_messages_of_every_length_arrive_whole_and_in_order_from_one_write() {
+    client_lengths_echoed(&[usize::MAX]).await;
+}
+
+#[tokio::test]
+async fn client_messages_of_every_length_arrive_whole_and_in_order_in_ragged_pieces() {
+    // Headers and payloads cut at every kind of place, a byte at a time among them.
+    client_lengths_echoed(&[1, 1, 1, 7, 100, 3_001, 1, 9_000, 2, 20_000]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pongs_go_between_data_frames_never_inside_one_while_the_client_is_behind() {
     // 16 MiB of the connection's own messages (the writer's batch), the client not reading at
@@ -721,6 +786,7 @@ async fn a_ping_flood_without_reading_is_pushed_back_and_the_pongs_held_stay_bou
     let app = builder().build().unwrap();
     let server = TestServer::start(app.clone()).await;
     let raw = Raw::connect(server.addr(), "/echo").await;
+    raw.tcp.set_nodelay(true).unwrap();
     let (mut read, mut write) = raw.tcp.into_split();
     let (ping, burst) = ping_burst();
     let (blocked, sent) = flood_until_blocked(&mut write, &burst).await;

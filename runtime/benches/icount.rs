@@ -10,7 +10,10 @@
 //! - `group_burst_100`: 50 `group_send`s to a group of 100 members back to back, then the
 //!   writers write them (each takes the whole burst from the ring and writes it at once, as
 //!   under load), counted per delivery in `bench/icount.sh` (5,000 per iteration);
-//! - `emit_1`: one `emit` to one listener that finishes without suspending.
+//! - `emit_1`: one `emit` to one listener that finishes without suspending;
+//! - `read_burst_100`: the server reads 100 of the harness's chat messages from a client that
+//!   sent them at once (each read of the connection returns up to 64 KiB);
+//! - `read_one_100`: the same, each read returning one message (a client sending at a pace).
 //!
 //! Run without arguments (as `cargo bench` does), it prints its usage and exits.
 
@@ -18,7 +21,7 @@ use std::hint::black_box;
 
 use futures_util::FutureExt;
 use serde_json::json;
-use switchboard::__bench::Detached;
+use switchboard::__bench::{Detached, Reading};
 use switchboard::App;
 
 mod none {}
@@ -30,7 +33,7 @@ fn main() {
         .collect();
     let [workload, iterations] = args.as_slice() else {
         eprintln!(
-            "usage: icount group_send_10|group_send_1000|group_burst_100|emit_1 ITERATIONS (bench/icount.sh runs it under callgrind)"
+            "usage: icount group_send_10|group_send_1000|group_burst_100|emit_1|read_burst_100|read_one_100 ITERATIONS (bench/icount.sh runs it under callgrind)"
         );
         return;
     };
@@ -48,6 +51,8 @@ fn main() {
         "group_send_1000" => group_send(&runtime, &app, 1000, iterations),
         "group_burst_100" => group_burst(&runtime, &app, 100, 50, iterations),
         "emit_1" => emit(&app, iterations),
+        "read_burst_100" => read(&runtime, &app, 100, 64 * 1024, iterations),
+        "read_one_100" => read(&runtime, &app, 100, client_frame().len(), iterations),
         other => panic!("unknown workload `{other}`"),
     }
 }
@@ -103,6 +108,38 @@ fn group_burst(
         })
     });
     black_box(conns);
+}
+
+/// The server reads `messages` client frames, arriving at most `chunk` bytes per read.
+fn read(
+    runtime: &tokio::runtime::Runtime,
+    app: &App,
+    messages: usize,
+    chunk: usize,
+    iterations: usize,
+) {
+    let input: Vec<u8> = (0..messages).flat_map(|_| client_frame()).collect();
+    let reading = runtime.block_on(Reading::new(app, input, chunk));
+    // Once outside the count: the first read allocates the buffers.
+    assert_eq!(reading.read_all().0, messages);
+    measured(|| {
+        runtime.block_on(async {
+            for _ in 0..iterations {
+                reading.rewind();
+                black_box(reading.read_all());
+            }
+        })
+    });
+}
+
+/// What the harness's clients send: their chat message as a masked text frame.
+fn client_frame() -> Vec<u8> {
+    let text = serde_json::to_vec(&message()["message"]).unwrap();
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | u8::try_from(text.len()).unwrap()];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 /// The harness's chat message: a room and a 64-byte padded message.

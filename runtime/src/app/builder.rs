@@ -105,7 +105,7 @@ impl Builder {
                 durations: false,
             },
             max_message_size: 64 * 1024,
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 512,
             write_buffer_size: 128 * 1024,
             conn: ConnConfig::new(),
             origins: Origins::Same,
@@ -190,8 +190,11 @@ impl Builder {
         self
     }
 
-    /// The read buffer of each connection, in bytes (default 4 KiB; tungstenite's own default,
-    /// 128 KiB, is allocated in full by the first read of every connection).
+    /// The read buffer each connection keeps, in bytes (default 512; tungstenite's own default,
+    /// 128 KiB, is allocated in full by the first read of every connection): the most the
+    /// WebSocket codec takes at a time. The connection itself is read up to 16 KiB at a time
+    /// into a buffer of the worker thread, and only what the codec has not taken yet is kept
+    /// per connection, so a larger buffer saves copies on large messages but no system calls.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes;
         self

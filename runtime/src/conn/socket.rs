@@ -8,7 +8,14 @@
 //! reader counts the pings it has read. At [`MAX_PONGS_OWED`] it stops reading the client (its
 //! pings wait in the kernel's socket buffers, and TCP flow control then stops the client) and
 //! asks the writer to flush; the flush that gets the pongs out wakes the reader.
+//!
+//! An idle connection keeps no read buffer of its own beyond tungstenite's small one
+//! ([`Builder::read_buffer_size`](crate::Builder::read_buffer_size), 512 bytes by default): the
+//! transport reads the connection into a buffer of its worker thread ([`SCRATCH`] bytes) and
+//! keeps only what tungstenite has not taken yet, until it does. A large message or a burst
+//! still arrives in few system calls.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -65,6 +72,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             conn,
             out: Vec::new(),
             written: 0,
+            ahead: Vec::new(),
+            ahead_taken: 0,
             peer_closed: false,
         };
         let stream = WebSocketStream::from_raw_socket(tracked, Role::Server, Some(config)).await;
@@ -122,7 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         let mut buf = [0u8; 4096];
         let mut buf = ReadBuf::new(&mut buf);
         let mut stream = self.lock();
-        match ready!(Pin::new(&mut stream.get_mut().io).poll_read(cx, &mut buf)) {
+        match ready!(Pin::new(stream.get_mut()).poll_read(cx, &mut buf)) {
             Ok(()) => Poll::Ready(buf.filled().is_empty()),
             Err(_) => Poll::Ready(true),
         }
@@ -182,6 +191,11 @@ pub(crate) struct Tracked<S> {
     out: Vec<u8>,
     /// How much of `out` is written already.
     written: usize,
+    /// Bytes read from the connection that tungstenite has not taken yet (empty, with nothing
+    /// allocated, once it has).
+    ahead: Vec<u8>,
+    /// How much of `ahead` tungstenite has taken.
+    ahead_taken: usize,
     /// tungstenite read the client's close (and answers it) or the end of the stream: no data
     /// frame may follow.
     peer_closed: bool,
@@ -240,13 +254,51 @@ impl<S: AsyncWrite + Unpin> Tracked<S> {
     }
 }
 
+/// The most a connection is read at once, into its worker thread's buffer.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// Where connections polled on this thread are read into, before what tungstenite asked
+    /// for is copied out. Allocated by a thread's first read.
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// tungstenite reads at most its read buffer's size at a time (512 bytes by default): the rest
+/// of what the connection has is read at once into the thread's buffer, and the part
+/// tungstenite did not take is kept in `ahead` until it does. A connection between messages
+/// holds nothing here.
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.ahead_taken < this.ahead.len() {
+            let rest = &this.ahead[this.ahead_taken..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.ahead_taken += n;
+            if this.ahead_taken == this.ahead.len() {
+                this.ahead = Vec::new();
+                this.ahead_taken = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= SCRATCH {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        SCRATCH_BUF.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+            let read = read.filled();
+            let n = read.len().min(buf.remaining());
+            buf.put_slice(&read[..n]);
+            if n < read.len() {
+                this.ahead = read[n..].to_vec();
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
