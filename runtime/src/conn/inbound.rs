@@ -36,6 +36,13 @@ impl Conn {
         self.inbound.frames.store(n + 1, Ordering::Relaxed);
     }
 
+    /// The reader read a pong: keep-alive's next wake-up is the next ping.
+    pub(super) fn pong_read(&self) {
+        if let Some(keepalive) = super::lock(&self.keepalive).as_mut() {
+            keepalive.answered();
+        }
+    }
+
     pub(super) fn frames_read(&self) -> u64 {
         self.inbound.frames.load(Ordering::Relaxed)
     }

@@ -2,8 +2,19 @@
 //!
 //! Pongs are seen only while something reads the socket, so silence counts only while a read
 //! was waiting: a busy handler is not a dead peer, its pong is just not read yet.
+//!
+//! The writer sends the pings, and wakes at the pong's deadline only when no pong came: the
+//! reader, reading it, moves the writer's timer on to the next ping (a connection answering
+//! its pings costs the writer one wake-up per ping, not two).
+//!
+//! Deadlines are rounded up to a grid of at most [`GRID`] (a sixteenth of the interval when
+//! that is shorter), the same grid for every connection: the connections whose pings fall due
+//! in one grid step are woken together, in one turn of the worker thread, instead of each in a
+//! millisecond of its own (100,000 connections pinged every 25 s would otherwise wake the
+//! thread about every millisecond).
 
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,13 +42,23 @@ impl Keepalive {
         let first = config
             .ping_interval
             .map_or(Instant::now() + Duration::from_secs(86_400 * 365), |i| {
-                Instant::now() + i
+                on_grid(Instant::now() + i, i)
             });
         Self {
             interval: config.ping_interval,
             timeout: config.pong_timeout,
             outstanding: None,
             sleep: Box::pin(tokio::time::sleep_until(first)),
+        }
+    }
+
+    /// The reader read a pong: with a ping in flight, the next wake-up is the next ping.
+    pub(super) fn answered(&mut self) {
+        if let (Some(interval), Some((sent, _))) = (self.interval, self.outstanding) {
+            self.outstanding = None;
+            self.sleep
+                .as_mut()
+                .reset(on_grid(sent + interval, interval));
         }
     }
 
@@ -53,7 +74,9 @@ impl Keepalive {
         match self.outstanding.take() {
             None => {
                 self.outstanding = Some((now, read));
-                self.sleep.as_mut().reset(now + self.timeout);
+                self.sleep
+                    .as_mut()
+                    .reset(on_grid(now + self.timeout, self.timeout));
                 Poll::Ready(Beat::Ping)
             }
             Some((sent, read_then)) => {
@@ -61,10 +84,124 @@ impl Keepalive {
                     self.interval = None;
                     return Poll::Ready(Beat::Dead);
                 }
-                self.sleep.as_mut().reset((sent + interval).max(now));
+                self.sleep
+                    .as_mut()
+                    .reset(on_grid((sent + interval).max(now), interval));
                 // Poll again so the timer is registered with this waker.
                 self.poll(cx, conn)
             }
         }
+    }
+}
+
+/// The coarsest step keep-alive deadlines are rounded up to.
+const GRID: Duration = Duration::from_millis(100);
+
+/// `deadline`, a `span` from now, rounded up to the process's grid: a step of [`GRID`], or
+/// of a sixteenth of `span` when that is shorter (so short test intervals stay short).
+fn on_grid(deadline: Instant, span: Duration) -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let step = GRID.min(span / 16).as_nanos();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let Some(since) = deadline.checked_duration_since(origin) else {
+        return deadline;
+    };
+    if step == 0 {
+        return deadline;
+    }
+    let rest = since.as_nanos() % step;
+    if rest == 0 {
+        return deadline;
+    }
+    // `step - rest` is below `step`, at most 100 ms: it fits.
+    deadline + Duration::from_nanos(u64::try_from(step - rest).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+    use crate::conn::ConnConfig;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The writer's side of keep-alive, polled with a counting waker, the clock moved on
+    /// `by` first: what it asks for, and how often the writer was woken meanwhile.
+    async fn after(
+        keepalive: &mut Keepalive,
+        conn: &Conn,
+        wakes: &Arc<Wakes>,
+        by: Duration,
+    ) -> (Option<&'static str>, usize) {
+        let before = wakes.0.load(Ordering::SeqCst);
+        tokio::time::advance(by).await;
+        let woken = wakes.0.load(Ordering::SeqCst) - before;
+        let waker = Waker::from(wakes.clone());
+        let beat = match keepalive.poll(&mut Context::from_waker(&waker), conn) {
+            Poll::Ready(Beat::Ping) => Some("ping"),
+            Poll::Ready(Beat::Dead) => Some("dead"),
+            Poll::Pending => None,
+        };
+        (beat, woken)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_moves_the_writers_wake_up_to_the_next_ping_and_silence_is_dead() {
+        let conn = Conn::new(Arc::new(ConnConfig::new())); // ping every 25 s, pong in 20 s
+        let wakes = Arc::new(Wakes::default());
+        let mut keepalive = Keepalive::new(&conn.config);
+        let s = Duration::from_secs;
+        assert_eq!(after(&mut keepalive, &conn, &wakes, s(0)).await, (None, 0));
+        assert_eq!(
+            after(&mut keepalive, &conn, &wakes, s(26)).await,
+            (Some("ping"), 1)
+        );
+        // The pong is read: no wake-up at the pong's deadline, the next is the next ping.
+        conn.frame_read();
+        keepalive.answered();
+        assert_eq!(after(&mut keepalive, &conn, &wakes, s(21)).await, (None, 0));
+        assert_eq!(
+            after(&mut keepalive, &conn, &wakes, s(5)).await,
+            (Some("ping"), 1)
+        );
+        // No pong while a read waits: woken at the pong's deadline, the peer is dead.
+        conn.set_read_pending(true);
+        assert_eq!(
+            after(&mut keepalive, &conn, &wakes, s(21)).await,
+            (Some("dead"), 1)
+        );
+    }
+
+    #[test]
+    fn deadlines_fall_on_one_grid_and_never_earlier() {
+        let span = Duration::from_secs(25);
+        let now = Instant::now();
+        let rounded: Vec<Instant> = (0..50u64)
+            .map(|ms| on_grid(now + span + Duration::from_millis(ms * 7), span))
+            .collect();
+        for (ms, at) in (0..50u64).zip(&rounded) {
+            let asked = now + span + Duration::from_millis(ms * 7);
+            assert!(*at >= asked, "never earlier than asked");
+            assert!(*at - asked < GRID, "later by less than one step");
+        }
+        // 350 ms of deadlines fall on at most five steps.
+        let mut steps = rounded.clone();
+        steps.dedup();
+        assert!(steps.len() <= 5, "{} distinct deadlines", steps.len());
+        // A short span gets a finer grid.
+        let short = Duration::from_millis(160);
+        let at = on_grid(now + short, short);
+        assert!(at - (now + short) < Duration::from_millis(10));
     }
 }

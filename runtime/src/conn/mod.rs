@@ -60,6 +60,9 @@ pub(crate) struct Conn {
     outbound: outbound::Outbound,
     close: close::CloseLane,
     inbound: inbound::Inbound,
+    /// Server pings: the writer sends them, the reader's pong moves the next one on (set when
+    /// the writer starts).
+    keepalive: Mutex<Option<keepalive::Keepalive>>,
     attributes: attributes::Attributes,
     /// Messages and bytes in and out.
     pub(crate) traffic: Traffic,
@@ -82,6 +85,7 @@ impl Conn {
             outbound: outbound::Outbound::new(),
             close: close::CloseLane::default(),
             inbound: inbound::Inbound::default(),
+            keepalive: Mutex::new(None),
             attributes: attributes::Attributes::default(),
             traffic: Traffic::default(),
             config,

@@ -100,6 +100,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                         let pongs = &stream.get_ref().conn.inbound.pongs;
                         pongs.owed.fetch_add(1, Ordering::AcqRel);
                     }
+                    // (Nothing is locked under the keep-alive lock.)
+                    Some(Ok(WireMessage::Pong(_))) => stream.get_ref().conn.pong_read(),
                     Some(Ok(WireMessage::Close(_))) | None => stream.get_mut().peer_closed = true,
                     Some(Err(e)) if ends_the_stream(e) => stream.get_mut().peer_closed = true,
                     _ => {}

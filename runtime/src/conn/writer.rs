@@ -40,8 +40,8 @@ pub(crate) async fn write_loop<S>(conn: Arc<Conn>, socket: Arc<Socket<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    *lock(&conn.keepalive) = Some(Keepalive::new(&conn.config));
     let mut writer = Writer {
-        keepalive: Keepalive::new(&conn.config),
         batch: VecDeque::new(),
         batch_bytes: 0,
         limit: None,
@@ -71,7 +71,6 @@ enum Next {
 }
 
 struct Writer {
-    keepalive: Keepalive,
     /// Frames taken from the rings, in sequence order, not yet given to the socket.
     batch: VecDeque<(u64, Frame)>,
     batch_bytes: usize,
@@ -156,7 +155,11 @@ impl Writer {
             self.flushing = true;
             return Next::Write;
         }
-        match self.keepalive.poll(cx, conn) {
+        let beat = match lock(&conn.keepalive).as_mut() {
+            Some(keepalive) => keepalive.poll(cx, conn),
+            None => Poll::Pending,
+        };
+        match beat {
             Poll::Ready(Beat::Ping) => {
                 // Idle for a ping interval at most: give back what a burst grew, without
                 // regrowing it in the middle of one.
