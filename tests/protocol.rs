@@ -362,8 +362,13 @@ const CLIENT_LENGTHS: [usize; 20] = [
 
 /// Sends every message of [`CLIENT_LENGTHS`] to `/echo` as `pieces` cuts them (byte counts,
 /// cycled) while reading the echoes: each comes back whole and in order.
-async fn client_lengths_echoed(pieces: &[usize]) {
-    let server = TestServer::start(builder().max_message_size(70_000).build().unwrap()).await;
+async fn client_lengths_echoed(pieces: &[usize], read_buffer: usize) {
+    let app = builder()
+        .max_message_size(70_000)
+        .read_buffer_size(read_buffer)
+        .build()
+        .unwrap();
+    let server = TestServer::start(app).await;
     let raw = Raw::connect(server.addr(), "/echo").await;
     raw.tcp.set_nodelay(true).unwrap();
     let (mut read, mut write) = raw.tcp.into_split();
@@ -408,13 +413,20 @@ async fn client_lengths_echoed(pieces: &[usize]) {
 
 #[tokio::test]
 async fn client_messages_of_every_length_arrive_whole_and_in_order_from_one_write() {
-    client_lengths_echoed(&[usize::MAX]).await;
+    client_lengths_echoed(&[usize::MAX], 512).await;
+}
+
+#[tokio::test]
+async fn client_messages_of_every_length_arrive_whole_and_in_order_with_a_large_read_buffer() {
+    // tungstenite asks for 32 KiB at a time: the transport reads into its buffer directly.
+    client_lengths_echoed(&[usize::MAX], 32 * 1024).await;
+    client_lengths_echoed(&[1, 1, 1, 7, 100, 3_001, 1, 9_000, 2, 20_000], 32 * 1024).await;
 }
 
 #[tokio::test]
 async fn client_messages_of_every_length_arrive_whole_and_in_order_in_ragged_pieces() {
     // Headers and payloads cut at every kind of place, a byte at a time among them.
-    client_lengths_echoed(&[1, 1, 1, 7, 100, 3_001, 1, 9_000, 2, 20_000]).await;
+    client_lengths_echoed(&[1, 1, 1, 7, 100, 3_001, 1, 9_000, 2, 20_000], 512).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

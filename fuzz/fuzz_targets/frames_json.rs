@@ -1,5 +1,5 @@
 //! Inbound frames into JSON payloads: bytes from a client, as the server reads them (the
-//! WebSocket library with the framework's limits: 64 KiB messages and frames, a 4 KiB read
+//! WebSocket library with the framework's limits: 64 KiB messages and frames, a 512-byte read
 //! buffer), and every text message parsed as JSON as `receive_json` does. Nothing panics.
 #![no_main]
 
@@ -32,7 +32,7 @@ impl Write for Peer<'_> {
 
 fuzz_target!(|data: &[u8]| {
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(512)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024));
     let mut socket = WebSocket::from_raw_socket(Peer { input: data }, Role::Server, Some(config));

@@ -12,7 +12,8 @@
 //!   under load), counted per delivery in `bench/icount.sh` (5,000 per iteration);
 //! - `emit_1`: one `emit` to one listener that finishes without suspending;
 //! - `read_burst_100`: the server reads 100 of the harness's chat messages from a client that
-//!   sent them at once (each read of the connection returns up to 64 KiB);
+//!   sent them at once (each read of the connection returns all it is asked for: 16 KiB, the
+//!   transport's read);
 //! - `read_one_100`: the same, each read returning one message (a client sending at a pace).
 //!
 //! Run without arguments (as `cargo bench` does), it prints its usage and exits.

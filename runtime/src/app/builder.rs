@@ -192,9 +192,10 @@ impl Builder {
 
     /// The read buffer each connection keeps, in bytes (default 512; tungstenite's own default,
     /// 128 KiB, is allocated in full by the first read of every connection): the most the
-    /// WebSocket codec takes at a time. The connection itself is read up to 16 KiB at a time
-    /// into a buffer of the worker thread, and only what the codec has not taken yet is kept
-    /// per connection, so a larger buffer saves copies on large messages but no system calls.
+    /// WebSocket codec takes at a time. Below 16 KiB, the connection itself is still read up
+    /// to 16 KiB at a time, into a buffer of the worker thread, and only what the codec has
+    /// not taken yet is kept per connection: a larger buffer saves copies on large messages,
+    /// not system calls.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes;
         self
@@ -216,7 +217,9 @@ impl Builder {
         self
     }
 
-    /// How often the server pings each connection (default 25 s).
+    /// How often the server pings each connection (default 25 s). Pings and pong deadlines
+    /// fall on a grid shared by all connections, so that those due together wake the server
+    /// once: each comes up to 100 ms (or a sixteenth of the interval, if less) late.
     pub fn ping_interval(mut self, interval: Duration) -> Self {
         self.conn.ping_interval = Some(interval);
         self

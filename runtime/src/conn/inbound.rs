@@ -39,7 +39,7 @@ impl Conn {
     /// The reader read a pong: keep-alive's next wake-up is the next ping.
     pub(super) fn pong_read(&self) {
         if let Some(keepalive) = super::lock(&self.keepalive).as_mut() {
-            keepalive.answered();
+            keepalive.answered(&self.config);
         }
     }
 

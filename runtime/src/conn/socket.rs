@@ -6,8 +6,9 @@
 //! never reads would have its pongs pile up there at wire speed. The [`Tracked`] transport under
 //! tungstenite sees when everything buffered has gone out (a flush completes); until then the
 //! reader counts the pings it has read. At [`MAX_PONGS_OWED`] it stops reading the client (its
-//! pings wait in the kernel's socket buffers, and TCP flow control then stops the client) and
-//! asks the writer to flush; the flush that gets the pongs out wakes the reader.
+//! pings wait in the kernel's socket buffers, behind at most [`SCRATCH`] bytes read ahead, and
+//! TCP flow control then stops the client) and asks the writer to flush; the flush that gets
+//! the pongs out wakes the reader.
 //!
 //! An idle connection keeps no read buffer of its own beyond tungstenite's small one
 //! ([`Builder::read_buffer_size`](crate::Builder::read_buffer_size), 512 bytes by default): the
@@ -133,7 +134,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         let mut buf = [0u8; 4096];
         let mut buf = ReadBuf::new(&mut buf);
         let mut stream = self.lock();
-        match ready!(Pin::new(stream.get_mut()).poll_read(cx, &mut buf)) {
+        let transport = stream.get_mut();
+        if transport.ahead_taken < transport.ahead.len() {
+            transport.ahead = Vec::new();
+            transport.ahead_taken = 0;
+            return Poll::Ready(false);
+        }
+        match ready!(Pin::new(&mut transport.io).poll_read(cx, &mut buf)) {
             Ok(()) => Poll::Ready(buf.filled().is_empty()),
             Err(_) => Poll::Ready(true),
         }
@@ -276,6 +283,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         if this.ahead_taken < this.ahead.len() {
             let rest = &this.ahead[this.ahead_taken..];
             let n = rest.len().min(buf.remaining());

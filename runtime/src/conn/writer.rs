@@ -40,7 +40,7 @@ pub(crate) async fn write_loop<S>(conn: Arc<Conn>, socket: Arc<Socket<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    *lock(&conn.keepalive) = Some(Keepalive::new(&conn.config));
+    *lock(&conn.keepalive) = Keepalive::new(&conn.config);
     let mut writer = Writer {
         batch: VecDeque::new(),
         batch_bytes: 0,
@@ -155,9 +155,16 @@ impl Writer {
             self.flushing = true;
             return Next::Write;
         }
-        let beat = match lock(&conn.keepalive).as_mut() {
-            Some(keepalive) => keepalive.poll(cx, conn),
-            None => Poll::Pending,
+        let beat = {
+            let mut keepalive = lock(&conn.keepalive);
+            let beat = match keepalive.as_mut() {
+                Some(keepalive) => keepalive.poll(cx, conn),
+                None => Poll::Pending,
+            };
+            if matches!(beat, Poll::Ready(Beat::Dead)) {
+                *keepalive = None;
+            }
+            beat
         };
         match beat {
             Poll::Ready(Beat::Ping) => {
