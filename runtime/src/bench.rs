@@ -15,77 +15,28 @@ use crate::App;
 use crate::channel::Channel;
 use crate::conn::{Conn, Read, Socket, write_loop};
 
-/// A socket that never has anything to read and accepts every byte written.
+/// A socket in memory: reads serve `input` (at most `chunk` bytes at a time, from `at` on;
+/// `Pending` once it is used up), writes are counted and dropped.
 #[derive(Debug)]
-struct Discard(Arc<AtomicUsize>);
-
-impl AsyncRead for Discard {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Poll::Pending
-    }
-}
-
-impl AsyncWrite for Discard {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.fetch_add(buf.len(), Ordering::Relaxed);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// A connection of `app` whose writer writes to a discarding socket.
-#[derive(Debug)]
-pub struct Detached {
-    /// Its channel (add it to groups, send to it).
-    pub channel: Channel,
-    written: Arc<AtomicUsize>,
-}
-
-impl Detached {
-    /// Starts the connection's writer (call inside a Tokio runtime).
-    pub async fn new(app: &App) -> Detached {
-        let written = Arc::new(AtomicUsize::new(0));
-        let io = Discard(written.clone());
-        let conn = Conn::new(app.ws().conn.clone());
-        let socket = Socket::server(io, app.ws().tungstenite, conn.clone()).await;
-        tokio::spawn(write_loop(conn.clone(), socket));
-        Detached {
-            channel: Channel::from_conn(conn),
-            written,
-        }
-    }
-
-    /// Bytes the writer has written so far.
-    pub fn written(&self) -> usize {
-        self.written.load(Ordering::Relaxed)
-    }
-}
-
-/// Client bytes served from memory, at most `chunk` at a time (what one read of the
-/// connection would return), from the start again after [`Reading::rewind`].
-#[derive(Debug)]
-struct Feed {
+struct Memory {
     input: Arc<[u8]>,
     chunk: usize,
     at: Arc<Mutex<usize>>,
+    written: Arc<AtomicUsize>,
 }
 
-impl AsyncRead for Feed {
+impl Memory {
+    fn new(input: Vec<u8>, chunk: usize) -> Memory {
+        Memory {
+            input: input.into(),
+            chunk,
+            at: Arc::default(),
+            written: Arc::default(),
+        }
+    }
+}
+
+impl AsyncRead for Memory {
     fn poll_read(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
@@ -102,12 +53,13 @@ impl AsyncRead for Feed {
     }
 }
 
-impl AsyncWrite for Feed {
+impl AsyncWrite for Memory {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.written.fetch_add(buf.len(), Ordering::Relaxed);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -120,25 +72,50 @@ impl AsyncWrite for Feed {
     }
 }
 
+/// A connection of `app` whose writer writes to a socket that discards (and counts) the
+/// bytes.
+#[derive(Debug)]
+pub struct Detached {
+    /// Its channel (add it to groups, send to it).
+    pub channel: Channel,
+    written: Arc<AtomicUsize>,
+}
+
+impl Detached {
+    /// Starts the connection's writer (call inside a Tokio runtime).
+    pub async fn new(app: &App) -> Detached {
+        let io = Memory::new(Vec::new(), 0);
+        let written = io.written.clone();
+        let conn = Conn::new(app.ws().conn.clone());
+        let socket = Socket::server(io, app.ws().tungstenite, conn.clone()).await;
+        tokio::spawn(write_loop(conn.clone(), socket));
+        Detached {
+            channel: Channel::from_conn(conn),
+            written,
+        }
+    }
+
+    /// Bytes the writer has written so far.
+    pub fn written(&self) -> usize {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
 /// A connection of `app` whose client sent `input` (masked frames, as a client sends them),
 /// read by the server as a handler's `receive` reads it.
 #[derive(Debug)]
 pub struct Reading {
-    socket: Arc<Socket<Feed>>,
+    socket: Arc<Socket<Memory>>,
     at: Arc<Mutex<usize>>,
 }
 
 impl Reading {
     /// The connection, its client's bytes arriving at most `chunk` at a time.
     pub async fn new(app: &App, input: Vec<u8>, chunk: usize) -> Reading {
-        let at = Arc::new(Mutex::new(0));
-        let feed = Feed {
-            input: input.into(),
-            chunk,
-            at: at.clone(),
-        };
+        let io = Memory::new(input, chunk);
+        let at = io.at.clone();
         let conn = Conn::new(app.ws().conn.clone());
-        let socket = Socket::server(feed, app.ws().tungstenite, conn).await;
+        let socket = Socket::server(io, app.ws().tungstenite, conn).await;
         Reading { socket, at }
     }
 
