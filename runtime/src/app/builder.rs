@@ -219,7 +219,8 @@ impl Builder {
 
     /// How often the server pings each connection (default 25 s). Pings and pong deadlines
     /// fall on a grid shared by all connections, so that those due together wake the server
-    /// once: each comes up to 100 ms (or a sixteenth of the interval, if less) late.
+    /// once: each comes up to 100 ms late (a ping at most a sixteenth of the interval, a pong
+    /// deadline at most a sixteenth of the pong timeout, when that is less).
     pub fn ping_interval(mut self, interval: Duration) -> Self {
         self.conn.ping_interval = Some(interval);
         self
