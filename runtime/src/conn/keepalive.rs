@@ -8,10 +8,10 @@
 //! its pings costs the writer one wake-up per ping, not two).
 //!
 //! Deadlines are rounded up to a grid of at most [`GRID`] (a sixteenth of the interval, or of
-//! the pong timeout for a pong deadline, when that is shorter), the same grid for every connection: the connections whose pings fall due
-//! in one grid step are woken together, in one turn of the worker thread, instead of each in a
-//! millisecond of its own (100,000 connections pinged every 25 s would otherwise wake the
-//! thread about every millisecond).
+//! the pong timeout for a pong deadline, when that is shorter), the same grid for every
+//! connection: the connections whose pings fall due in one grid step are woken together, in
+//! one turn of the worker thread, instead of each in a millisecond of its own (100,000
+//! connections pinged every 25 s would otherwise wake the thread about every millisecond).
 
 use std::pin::Pin;
 use std::sync::OnceLock;
