@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage};
 
-use super::{Conn, lock};
+use super::{Conn, close_code, lock};
 
 /// What a served connection's WebSocket runs over: the upgraded HTTP connection.
 pub(crate) type Upgrade = TokioIo<Upgraded>;
@@ -103,8 +103,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                     }
                     // (Nothing is locked under the keep-alive lock.)
                     Some(Ok(WireMessage::Pong(_))) => stream.get_ref().conn.pong_read(),
-                    Some(Ok(WireMessage::Close(_))) | None => stream.get_mut().peer_closed = true,
-                    Some(Err(e)) if ends_the_stream(e) => stream.get_mut().peer_closed = true,
+                    Some(Ok(WireMessage::Close(_))) | None => {
+                        peer_ended(&stream.get_ref().conn, &item);
+                        stream.get_mut().peer_closed = true;
+                    }
+                    Some(Err(e)) if ends_the_stream(e) => {
+                        peer_ended(&stream.get_ref().conn, &item);
+                        stream.get_mut().peer_closed = true;
+                    }
                     _ => {}
                 }
                 Read::Message(item)
@@ -151,6 +157,23 @@ impl<S> Socket<S> {
     pub(super) fn lock(&self) -> MutexGuard<'_, WebSocketStream<Tracked<S>>> {
         lock(&self.0)
     }
+}
+
+/// Records how the client ended the stream (its close frame, or the connection lost), under
+/// the socket's lock: the writer, which writes no more once it sees `peer_closed` and then ends
+/// the connection, finds it recorded, so a close the client chose is never taken for the
+/// server's.
+fn peer_ended(conn: &Conn, item: &Option<Result<WireMessage, WireError>>) {
+    let (code, reason) = match item {
+        Some(Ok(WireMessage::Close(Some(frame)))) => {
+            (u16::from(frame.code), frame.reason.as_str().to_owned())
+        }
+        Some(Ok(WireMessage::Close(None))) => (close_code::NO_STATUS, String::new()),
+        None => (close_code::ABNORMAL, "connection lost".to_owned()),
+        Some(Err(WireError::Io(e))) => (close_code::ABNORMAL, format!("connection lost: {e}")),
+        _ => return,
+    };
+    conn.set_peer_close(code, reason);
 }
 
 /// A read error after which tungstenite writes nothing more (the client dropped the

@@ -378,21 +378,11 @@ impl WebSocket {
                     }
                     return Poll::Ready(Ok(Some(message)));
                 }
-                Some(Ok(WireMessage::Close(frame))) => {
-                    let (code, reason) = match frame {
-                        Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
-                        None => (close_code::NO_STATUS, String::new()),
-                    };
-                    self.conn.set_peer_close(code, reason);
-                    return Poll::Ready(Ok(None));
-                }
+                // The socket recorded how the client ended the stream (its close, or the
+                // connection lost) before the writer could see it.
+                Some(Ok(WireMessage::Close(_))) | None => return Poll::Ready(Ok(None)),
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => return Poll::Ready(self.read_error(error)),
-                None => {
-                    self.conn
-                        .set_peer_close(close_code::ABNORMAL, "connection lost".to_owned());
-                    return Poll::Ready(Ok(None));
-                }
             }
         }
     }
@@ -473,10 +463,8 @@ impl WebSocket {
 
     fn read_error(&mut self, error: WireError) -> Result<Option<WireMessage>, WsError> {
         let (code, reason) = match &error {
-            WireError::ConnectionClosed | WireError::AlreadyClosed => return Ok(None),
-            WireError::Io(e) => {
-                self.conn
-                    .set_peer_close(close_code::ABNORMAL, format!("connection lost: {e}"));
+            // (The socket recorded a lost connection.)
+            WireError::ConnectionClosed | WireError::AlreadyClosed | WireError::Io(_) => {
                 return Ok(None);
             }
             WireError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
